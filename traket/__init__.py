@@ -1,0 +1,1 @@
+"""Traket: AI usage metering per customer and feature."""
