@@ -34,8 +34,11 @@ class InvalidEventError(TraketError, ValueError):
         self.field = field
         self.expected = expected
         self.received = received
-        super().__init__(f"event field {field!r}: expected {expected}, received {received}")
+        super().__init__(
+            f"event field {field!r}: expected {expected}, received {received}"
+        )
 
     def at(self, prefix: str) -> InvalidEventError:
         """Return the same error with its field path placed under `prefix`."""
-        return InvalidEventError(f"{prefix}.{self.field}", self.expected, self.received)
+        field = f"{prefix}.{self.field}" if self.field != "event" else prefix
+        return InvalidEventError(field, self.expected, self.received)

@@ -1,0 +1,252 @@
+"""The event builder: wire keys, validation errors that name the field, sanitizing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from traket._errors import InvalidEventError
+from traket._event import build_event, sanitize_metadata
+
+
+def test_snake_case_keys_become_camel_case_on_the_wire() -> None:
+    event = build_event(
+        {
+            "provider": "openai",
+            "external_customer_id": "cus_1",
+            "duration_ms": 12.4,
+            "prompt_type": "summary",
+            "provider_request_id": "req_1",
+            "provider_response_id": "resp_1",
+            "customer_id": "tk_1",
+            "trace_id": "t",
+            "attribution_quality": "explicit",
+        }
+    )
+    assert event["externalCustomerId"] == "cus_1"
+    assert event["durationMs"] == 12
+    assert event["promptType"] == "summary"
+    assert event["providerRequestId"] == "req_1"
+    assert event["providerResponseId"] == "resp_1"
+    assert event["customerId"] == "tk_1"
+    assert event["traceId"] == "t"
+    assert event["attributionQuality"] == "explicit"
+
+
+def test_unknown_top_level_keys_are_dropped() -> None:
+    event = build_event({"provider": "openai", "prompt": "secret", "messages": [1]})
+    assert "prompt" not in event
+    assert "messages" not in event
+
+
+def test_identity_is_set_once_and_kept_when_given() -> None:
+    fresh = build_event({"provider": "openai"})
+    assert len(fresh["idempotencyKey"]) == 36
+    assert fresh["occurredAt"].endswith("Z")
+    again = build_event(fresh)
+    assert again["idempotencyKey"] == fresh["idempotencyKey"]
+    assert again["occurredAt"] == fresh["occurredAt"]
+
+
+def test_an_aware_datetime_is_written_in_utc_with_z() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    event = build_event({"provider": "openai", "occurred_at": moment})
+    assert event["occurredAt"] == "2026-01-02T01:04:05.000Z"
+
+
+def test_input_is_never_mutated() -> None:
+    fields: dict[str, Any] = {"provider": "openai", "metadata": {"plan": "pro"}}
+    build_event(fields)
+    assert fields == {"provider": "openai", "metadata": {"plan": "pro"}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "expected"),
+    [
+        ({}, "provider", "a non-empty string"),
+        ({"provider": ""}, "provider", "a non-empty string"),
+        ({"provider": 3}, "provider", "a string"),
+        ({"provider": "openai", "model": 4}, "model", "a string"),
+        ({"provider": "openai", "status": "ok"}, "status", "one of success"),
+        ({"provider": "openai", "durationMs": "5"}, "durationMs", "a number"),
+        ({"provider": "openai", "duration_ms": -1}, "durationMs", "non-negative"),
+        ({"provider": "openai", "occurredAt": "yesterday"}, "occurredAt", "ISO 8601"),
+        (
+            {"provider": "openai", "occurred_at": datetime(2026, 1, 1)},
+            "occurredAt",
+            "time zone",
+        ),
+        (
+            {"provider": "openai", "usage": {"input_tokens": -1}},
+            "usage.input_tokens",
+            "a non-negative integer",
+        ),
+        (
+            {"provider": "openai", "usage": {"input_tokens": "12"}},
+            "usage.input_tokens",
+            "a non-negative integer",
+        ),
+        (
+            {
+                "provider": "openai",
+                "usage": {
+                    "input_tokens": 1,
+                    "input_tokens_details": {"cached_tokens": 1.5},
+                },
+            },
+            "usage.input_tokens_details.cached_tokens",
+            "a non-negative integer",
+        ),
+        ({"provider": "openai", "usage": "lots"}, "usage", "a usage mapping"),
+        ({"provider": "openai", "cost": 3}, "cost", "a mapping"),
+        ({"provider": "openai", "cost": {"amount": "3"}}, "cost.amount", "a number"),
+        (
+            {"provider": "openai", "cost": {"amount": 1, "currency": "dollars"}},
+            "cost.currency",
+            "three-letter",
+        ),
+        ({"provider": "openai", "units": {"quantity": 1}}, "units", "a list"),
+        (
+            {"provider": "openai", "units": [{"quantity": "x"}]},
+            "units[0].quantity",
+            "a number",
+        ),
+        ({"provider": "openai", "metadata": ["a"]}, "metadata", "a mapping"),
+    ],
+)
+def test_malformed_fields_raise_an_error_naming_field_expectation_and_value(
+    fields: dict[str, Any], field: str, expected: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        build_event(fields)
+    assert caught.value.field == field
+    assert expected in caught.value.expected
+    assert field in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_error_messages_show_only_a_short_repr_of_the_value() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        build_event({"provider": "openai", "model": ["x" * 10_000]})
+    assert len(str(caught.value)) < 200
+
+
+def test_chat_usage_is_mapped_onto_the_responses_shape() -> None:
+    event = build_event(
+        {
+            "provider": "openai",
+            "usage": {
+                "prompt_tokens": 1220,
+                "completion_tokens": 100,
+                "total_tokens": 1320,
+                "prompt_tokens_details": {"cached_tokens": 1152},
+                "completion_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+    )
+    assert event["usage"] == {
+        "input_tokens": 1220,
+        "input_tokens_details": {"cached_tokens": 1152},
+        "output_tokens": 100,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 1320,
+    }
+
+
+def test_cost_keeps_known_keys_lowercases_currency_and_accepts_decimal() -> None:
+    event = build_event(
+        {
+            "provider": "openai",
+            "cost": {
+                "amount": Decimal("0.0042"),
+                "currency": "USD",
+                "source": "manual_override",
+                "price_version": "2026-01",
+                "metadata": {"plan": "pro", "api_key": "sk-x"},
+                "extra": "dropped",
+            },
+        }
+    )
+    assert event["cost"] == {
+        "amount": 0.0042,
+        "currency": "usd",
+        "source": "manual_override",
+        "priceVersion": "2026-01",
+        "metadata": {"plan": "pro"},
+    }
+
+
+def test_units_keep_their_known_keys() -> None:
+    event = build_event(
+        {
+            "provider": "openai",
+            "units": [
+                {
+                    "quantity": 2,
+                    "unit_name": "image",
+                    "unit_type": "output",
+                    "billable_quantity": 2,
+                    "provider_raw_key": "images",
+                    "x": 1,
+                }
+            ],
+        }
+    )
+    assert event["units"] == [
+        {
+            "quantity": 2,
+            "unitName": "image",
+            "unitType": "output",
+            "billableQuantity": 2,
+            "providerRawKey": "images",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "prompt",
+        "user_message",
+        "input_text",
+        "output",
+        "response_body",
+        "completion",
+        "content",
+        "image_url",
+        "file_id",
+        "tool_name",
+        "arguments",
+        "api_key",
+        "apiKey",
+        "API-KEY",
+        "authorization",
+        "password",
+        "client_secret",
+        "access_token",
+    ],
+)
+def test_sensitive_metadata_keys_are_dropped_whatever_their_value(key: str) -> None:
+    assert sanitize_metadata({key: "v", "plan": "pro"}) == {"plan": "pro"}
+
+
+def test_metadata_keeps_scalars_within_limits() -> None:
+    metadata = {f"k{i}": i for i in range(30)}
+    metadata.update({"nested": {"a": 1}, "items": [1]})
+    kept = sanitize_metadata(metadata)
+    assert kept is not None
+    assert len(kept) == 24
+    assert sanitize_metadata({"long": "x" * 600}) == {"long": "x" * 512}
+    assert sanitize_metadata({"k" * 70: 1}) == {"k" * 64: 1}
+    assert sanitize_metadata({"nan": float("nan"), "ok": True, "none": None}) == {
+        "ok": True,
+        "none": None,
+    }
+
+
+def test_empty_metadata_is_left_out_of_the_event() -> None:
+    event = build_event({"provider": "openai", "metadata": {"prompt": "x"}})
+    assert "metadata" not in event

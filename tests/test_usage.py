@@ -1,0 +1,88 @@
+"""Usage from every OpenAI endpoint lands in one shape; unknown is never zero."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from traket._usage import normalize_openai_usage
+from traket._usage import usage_from_openai
+
+
+def test_responses_usage_objects_are_read_by_attribute() -> None:
+    usage = SimpleNamespace(
+        input_tokens=54,
+        input_tokens_details=SimpleNamespace(cached_tokens=0),
+        output_tokens=164,
+        output_tokens_details=SimpleNamespace(reasoning_tokens=128),
+        total_tokens=218,
+    )
+    assert usage_from_openai(usage) == {
+        "input_tokens": 54,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 164,
+        "output_tokens_details": {"reasoning_tokens": 128},
+        "total_tokens": 218,
+    }
+
+
+def test_embeddings_usage_has_input_tokens_only() -> None:
+    assert usage_from_openai({"prompt_tokens": 8, "total_tokens": 8}) == {
+        "input_tokens": 8,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 8,
+    }
+
+
+def test_cache_writes_are_kept_when_the_provider_reports_them() -> None:
+    usage = usage_from_openai(
+        {
+            "input_tokens": 100,
+            "output_tokens": 1,
+            "input_tokens_details": {"cached_tokens": 10, "cache_write_tokens": 50},
+        }
+    )
+    assert usage is not None
+    assert usage["input_tokens_details"] == {
+        "cached_tokens": 10,
+        "cache_write_tokens": 50,
+    }
+
+
+def test_missing_or_unreadable_usage_is_none_never_zero() -> None:
+    assert usage_from_openai(None) is None
+    assert usage_from_openai({}) is None
+    assert usage_from_openai({"input_tokens": None}) is None
+    assert usage_from_openai(object()) is None
+
+    class Exploding:
+        @property
+        def input_tokens(self) -> int:
+            raise RuntimeError("boom")
+
+    assert usage_from_openai(Exploding()) is None
+
+
+def test_total_is_derived_when_absent() -> None:
+    usage = usage_from_openai({"input_tokens": 3, "output_tokens": 4})
+    assert usage is not None
+    assert usage["total_tokens"] == 7
+
+
+def test_normalize_openai_usage_keeps_the_0_1_0_keys() -> None:
+    assert normalize_openai_usage(
+        {
+            "prompt_tokens": 1220,
+            "completion_tokens": 100,
+            "prompt_tokens_details": {"cached_tokens": 1152},
+        }
+    ) == {
+        "cached_tokens": 1152,
+        "input_tokens": 1220,
+        "output_tokens": 100,
+        "reasoning_tokens": 0,
+        "total_tokens": 1320,
+        "uncached_input_tokens": 68,
+    }
+    assert normalize_openai_usage(None)["total_tokens"] == 0

@@ -1,0 +1,336 @@
+"""The client: the explicit API of 0.1.0 over one batch sender, and the default client.
+
+`Margins` validates and builds events on the caller's thread and hands them to a
+`BatchSender`, which delivers them in the background. Instrumentation reaches the
+same sender through `Margins.record_observed`, so every path is batched, retried and
+flushed at exit the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from . import _scope
+from ._errors import ConfigurationError, InvalidEventError, describe
+from ._event import Event, build_event
+from ._observe import observe_error, observe_response
+from ._sender import BatchSender, DeliveryFailure, DeliveryStats
+from ._transport import CallableTransport, HttpTransport, Transport
+
+DEFAULT_ENDPOINT = "https://traket.ai/api/v1/usage/events"
+MAX_BATCH_EVENTS = 100
+
+T = TypeVar("T")
+LegacyTransport = Callable[[str, Mapping[str, str], bytes], Mapping[str, Any]]
+
+logger = logging.getLogger(__name__)
+
+
+def _positive(name: str, value: int | float | None, fallback: int) -> int:
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(
+            f"{name}: expected a positive number, received {describe(value)}"
+        )
+    return round(value)
+
+
+class _WarnOnce:
+    """Log a warning the first time each distinct message comes up."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, message: str, *args: object) -> None:
+        with self._lock:
+            if message in self._seen:
+                return
+            self._seen.add(message)
+        logger.warning(message, *args)
+
+
+warn_once = _WarnOnce()
+
+
+class OpenAITracker:
+    """Meter one OpenAI call made through a callable (the 0.1.0 wrapper)."""
+
+    def __init__(self, margins: Margins) -> None:
+        self._margins = margins
+
+    def track(
+        self, call: Callable[[], T], attribution: Mapping[str, Any] | None = None
+    ) -> T:
+        """Run `call`, record one event for it, and return exactly what it returned.
+
+        `attribution` holds per-call fields (`external_customer_id`, `feature`, ...)
+        that win over every scope. `call` may be async or return an awaitable: the
+        result is then an awaitable to await. The original exception, if any, is
+        re-raised unchanged. When instrumentation already meters the call inside,
+        it records the event, with these attributes, and this wrapper does not.
+        """
+        block = _scope.explicit(dict(attribution or {}))
+        started = time.perf_counter()
+        with block, _scope.interception() as intercepted:
+            try:
+                result = call()
+            except Exception as exc:
+                if not intercepted[0]:
+                    self._record(observe_error(exc), block, started)
+                raise
+        if inspect.isawaitable(result):
+            return self._track_awaitable(result, block, started)  # type: ignore[return-value]
+        if not intercepted[0]:
+            self._record(observe_response(result), block, started)
+        return result
+
+    async def _track_awaitable(
+        self, awaitable: Awaitable[T], block: _scope.Attribution, started: float
+    ) -> T:
+        with block, _scope.interception() as intercepted:
+            try:
+                result = await awaitable
+            except Exception as exc:
+                if not intercepted[0]:
+                    self._record(observe_error(exc), block, started)
+                raise
+        if not intercepted[0]:
+            self._record(observe_response(result), block, started)
+        return result
+
+    def _record(
+        self, observed: dict[str, Any], block: _scope.Attribution, started: float
+    ) -> None:
+        observed.setdefault("provider", "openai")
+        observed.setdefault("operation", "responses.create")
+        observed["durationMs"] = round((time.perf_counter() - started) * 1000)
+        scope = _scope.merge_fields(_scope.current_scope(), block.fields)
+        self._margins.record_observed(observed, scope=scope, defaults=None)
+
+
+class Margins:
+    """Meter AI usage: build events, batch them and deliver them in the background.
+
+    `track()` never waits on the network. Events are retried with their identity
+    fixed, flushed at interpreter exit, and sent again by no one after a fork.
+    """
+
+    def __init__(
+        self,
+        *,
+        write_key: str | None = None,
+        endpoint: str | None = None,
+        batch_size: int | float | None = None,
+        flush_interval_ms: int | float | None = None,
+        transport: LegacyTransport | Transport | None = None,
+        on_error: Callable[[DeliveryFailure], None] | None = None,
+        estimate_cost: bool = False,
+        gzip: bool = False,
+        spool_path: str | os.PathLike[str] | None = None,
+        allow_insecure_http: bool = False,
+        **sender_options: Any,
+    ) -> None:
+        write_key = write_key or os.environ.get("TRAKET_WRITE_KEY")
+        if not write_key:
+            raise ConfigurationError(
+                "write_key: expected a Traket write key, received nothing "
+                "(pass write_key= or set TRAKET_WRITE_KEY)"
+            )
+        if not isinstance(write_key, str):
+            raise ConfigurationError(
+                f"write_key: expected a string, received {type(write_key).__name__}"
+            )
+        self.endpoint = (
+            endpoint or os.environ.get("TRAKET_ENDPOINT") or DEFAULT_ENDPOINT
+        )
+        self.write_key = write_key
+        self.batch_size = min(
+            _positive("batch_size", batch_size, MAX_BATCH_EVENTS), MAX_BATCH_EVENTS
+        )
+        self.flush_interval_ms = _positive("flush_interval_ms", flush_interval_ms, 1000)
+        self.estimate_cost = estimate_cost
+        self.openai = OpenAITracker(self)
+        self._sender = BatchSender(
+            self._make_transport(transport, allow_insecure_http),
+            batch_size=self.batch_size,
+            flush_interval=self.flush_interval_ms / 1000,
+            on_error=on_error,
+            gzip=gzip,
+            spool_path=spool_path,
+            **sender_options,
+        )
+
+    def _make_transport(
+        self, transport: LegacyTransport | Transport | None, allow_insecure_http: bool
+    ) -> Transport:
+        if transport is None:
+            return HttpTransport(
+                self.endpoint, self.write_key, allow_insecure_http=allow_insecure_http
+            )
+        if hasattr(transport, "send"):
+            return transport  # type: ignore[return-value]
+        return CallableTransport(transport, self.endpoint, self.write_key)
+
+    def __repr__(self) -> str:
+        return f"Margins(endpoint={self.endpoint!r})"
+
+    def _prepare(self, event: Mapping[str, Any]) -> Event:
+        built = build_event(event)
+        if self.estimate_cost and "cost" not in built:
+            from ._pricing import attach_estimate
+
+            built = attach_estimate(built)
+        return built
+
+    def track(self, event: Mapping[str, Any]) -> None:
+        """Validate `event` and queue it for delivery; never waits on the network.
+
+        Raises `InvalidEventError` naming the field when the event is malformed.
+        """
+        self._sender.submit(self._prepare(event))
+
+    def capture_usage(self, event: Mapping[str, Any]) -> None:
+        """Queue a usage event; the same as `track`."""
+        self.track(event)
+
+    captureUsage = capture_usage
+
+    def track_batch(
+        self,
+        input: Mapping[str, Any] | None = None,
+        *,
+        events: Iterable[Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Validate 1 to 100 events and queue them all, or none if one is malformed.
+
+        Takes `track_batch(events=[...])` or `track_batch({"events": [...]})`.
+        Returns `{"queued": n, "dropped": n, "idempotencyKeys": [...]}`.
+        """
+        raw = events if events is not None else (input or {}).get("events")
+        if raw is None or isinstance(raw, str | bytes | Mapping):
+            raise InvalidEventError(
+                "events", "a list of 1 to 100 events", describe(raw)
+            )
+        items = list(raw)
+        if not 1 <= len(items) <= MAX_BATCH_EVENTS:
+            raise InvalidEventError(
+                "events", "a list of 1 to 100 events", f"{len(items)} events"
+            )
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(self._prepare(item))
+            except InvalidEventError as error:
+                raise error.at(f"events[{index}]") from None
+        queued = sum(self._sender.submit(event) for event in prepared)
+        return {
+            "queued": queued,
+            "dropped": len(prepared) - queued,
+            "idempotencyKeys": [event["idempotencyKey"] for event in prepared],
+        }
+
+    trackBatch = track_batch
+
+    def record_observed(
+        self,
+        observed: Mapping[str, Any],
+        *,
+        scope: Mapping[str, Any],
+        defaults: Mapping[str, Any] | None,
+    ) -> None:
+        """Record one metered call; merge its attribution; never raise.
+
+        Precedence: per-call attributes and the innermost scope (already merged in
+        `scope`), then outer scopes, then `defaults`. What was measured (model,
+        usage, ids, duration, status) wins over attributes; a provider named by the
+        caller wins over the detected one.
+        """
+        try:
+            fields = _scope.merge_fields(defaults or {}, scope)
+            if "provider" in fields:
+                observed = {k: v for k, v in observed.items() if k != "provider"}
+            fields = _scope.merge_fields(fields, observed)
+            if "externalCustomerId" not in fields:
+                fields["attributionQuality"] = "missing"
+            elif "attributionQuality" not in fields:
+                fields["attributionQuality"] = "default"
+            self._sender.submit(self._prepare(fields))
+        except Exception as error:
+            warn_once(
+                "traket could not record an OpenAI call (%s); the call itself was "
+                "not affected",
+                type(error).__name__,
+            )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything queued so far; True when done, False on timeout."""
+        return self._sender.flush(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """Flush without blocking the event loop (runs `flush` in a thread)."""
+        return await asyncio.to_thread(self._sender.flush, timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the sender; later events are dropped and counted."""
+        return self._sender.shutdown(timeout)
+
+    def stats(self) -> DeliveryStats:
+        """Return delivery counts: enqueued = delivered + dropped + pending."""
+        return self._sender.stats()
+
+
+def create_margins(**options: Any) -> Margins:
+    """Create a client; `write_key` and `endpoint` fall back to the environment."""
+    return Margins(**options)
+
+
+createMargins = create_margins
+
+_default_lock = threading.Lock()
+_default_client: Margins | None = None
+
+
+def configure(**options: Any) -> Margins:
+    """Create the default client used by instrumentation and `traket.flush`."""
+    global _default_client
+    client = Margins(**options)
+    with _default_lock:
+        previous, _default_client = _default_client, client
+    if previous is not None:
+        previous.shutdown(timeout=2.0)
+    return client
+
+
+def get_client() -> Margins:
+    """Return the default client, creating it from the environment on first use."""
+    global _default_client
+    with _default_lock:
+        if _default_client is None:
+            _default_client = Margins()
+        return _default_client
+
+
+def _current_client() -> Margins | None:
+    with _default_lock:
+        return _default_client
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Flush the default client, if there is one; True when everything was sent."""
+    client = _current_client()
+    return True if client is None else client.flush(timeout)
+
+
+async def aflush(timeout: float | None = None) -> bool:
+    """Flush the default client without blocking the event loop."""
+    client = _current_client()
+    return True if client is None else await client.aflush(timeout)

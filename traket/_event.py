@@ -1,0 +1,325 @@
+"""Build wire events: canonical keys, validation, sanitizing, identity.
+
+Everything that leaves the process passes through `build_event`. It keeps only the
+fields the ingest contract names, drops metadata that could carry prompt or output
+text, and fixes the event's identity (`idempotencyKey`, `occurredAt`) once, so that
+every retry resends the same event.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from ._errors import InvalidEventError, describe
+from ._usage import usage_from_openai
+
+Event = dict[str, Any]
+Scalar = str | int | float | bool | None
+Validator = Callable[[str, Any], Any]
+
+STRING_FIELDS = frozenset(
+    {
+        "provider",
+        "model",
+        "externalCustomerId",
+        "customerId",
+        "feature",
+        "environment",
+        "promptType",
+        "operation",
+        "status",
+        "providerRequestId",
+        "providerResponseId",
+        "traceId",
+        "attributionQuality",
+        "granularity",
+        "idempotencyKey",
+        "occurredAt",
+    }
+)
+EVENT_FIELDS = STRING_FIELDS | {"durationMs", "usage", "cost", "units", "metadata"}
+STATUSES = ("success", "error", "cancelled", "timeout")
+
+MAX_METADATA_KEYS = 24
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 512
+
+_SENSITIVE_KEY = re.compile(
+    r"prompt|message|input|output|response|completion|content|image|file|tool"
+    r"|argument|api[\s_-]?key|authori[sz]ation|password|secret|token",
+    re.IGNORECASE,
+)
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _aliases(fields: frozenset[str] | set[str]) -> dict[str, str]:
+    table = {name: name for name in fields}
+    table.update({_snake_case(name): name for name in fields})
+    return table
+
+
+_EVENT_KEYS = _aliases(EVENT_FIELDS)
+_COST_KEYS = _aliases({"amount", "currency", "source", "priceVersion", "metadata"})
+_UNIT_KEYS = _aliases(
+    {
+        "quantity",
+        "billableQuantity",
+        "unitName",
+        "unitType",
+        "providerRawKey",
+        "metadata",
+    }
+)
+
+
+def canonical_key(key: str) -> str | None:
+    """Return the wire spelling of an event field, or None for an unknown field."""
+    return _EVENT_KEYS.get(key)
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Tell whether a metadata key looks like it could carry user content or secrets."""
+    return _SENSITIVE_KEY.search(key) is not None
+
+
+def sanitize_metadata(value: Any) -> dict[str, Scalar] | None:
+    """Keep scalar operational labels only, within the contract's limits.
+
+    Sensitive-looking keys, nested values and non-finite numbers are dropped; string
+    values are cut to 512 characters. Returns None when nothing is left.
+    """
+    if not isinstance(value, Mapping):
+        return None
+    kept: dict[str, Scalar] = {}
+    for raw_key, raw_value in value.items():
+        if len(kept) >= MAX_METADATA_KEYS:
+            break
+        key = str(raw_key).strip()[:MAX_METADATA_KEY_LENGTH]
+        if not key or is_sensitive_key(key):
+            continue
+        if isinstance(raw_value, str):
+            kept[key] = raw_value[:MAX_METADATA_VALUE_LENGTH]
+        elif isinstance(raw_value, float):
+            if math.isfinite(raw_value):
+                kept[key] = raw_value
+        elif raw_value is None or isinstance(raw_value, int | bool):
+            kept[key] = raw_value
+    return kept or None
+
+
+def utc_now_iso() -> str:
+    """Return the current time as ISO 8601 UTC with a `Z` suffix."""
+    now = datetime.now(timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_event(fields: Mapping[str, Any]) -> Event:
+    """Return a validated, sanitized wire event built from `fields`.
+
+    Accepts camelCase or snake_case keys and drops any other key. Sets
+    `idempotencyKey` and `occurredAt` unless given. Never mutates `fields`.
+    Raises `InvalidEventError` naming the field, what was expected and what came.
+    """
+    if not isinstance(fields, Mapping):
+        raise InvalidEventError("event", "a mapping of event fields", describe(fields))
+
+    event: Event = {}
+    for raw_key, value in fields.items():
+        key = _EVENT_KEYS.get(raw_key) if isinstance(raw_key, str) else None
+        if key is None or value is None:
+            continue
+        checked = _VALIDATORS[key](key, value)
+        if checked != {}:
+            event[key] = checked
+
+    provider = event.get("provider")
+    if not provider:
+        received = "an empty string" if provider == "" else "nothing"
+        raise InvalidEventError("provider", "a non-empty string", received)
+    if "idempotencyKey" not in event:
+        event["idempotencyKey"] = str(uuid.uuid4())
+    if "occurredAt" not in event:
+        event["occurredAt"] = utc_now_iso()
+    return event
+
+
+def _string(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidEventError(field, "a string", describe(value))
+    return value
+
+
+def _status(field: str, value: Any) -> str:
+    if value not in STATUSES:
+        raise InvalidEventError(field, f"one of {', '.join(STATUSES)}", describe(value))
+    return str(value)
+
+
+def _non_empty_string(field: str, value: Any) -> str:
+    text = _string(field, value)
+    if not text.strip():
+        raise InvalidEventError(field, "a non-empty string", "an empty string")
+    return text
+
+
+def _timestamp(field: str, value: Any) -> str:
+    expected = "an ISO 8601 timestamp with a time zone, or an aware datetime"
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidEventError(field, expected, describe(value)) from None
+    else:
+        raise InvalidEventError(field, expected, describe(value))
+    if moment.tzinfo is None:
+        raise InvalidEventError(field, expected, f"{describe(value)} without time zone")
+    utc = moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _number(field: str, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise InvalidEventError(field, "a number", describe(value))
+    number = float(value) if isinstance(value, Decimal) else value
+    if not math.isfinite(number):
+        raise InvalidEventError(field, "a finite number", describe(value))
+    return number
+
+
+def _duration(field: str, value: Any) -> int:
+    number = _number(field, value)
+    if number < 0:
+        raise InvalidEventError(field, "a non-negative number of ms", describe(value))
+    return round(number)
+
+
+_TOKEN_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+)
+_DETAIL_KEYS = {
+    "input_tokens_details": ("cached_tokens", "cache_write_tokens"),
+    "prompt_tokens_details": ("cached_tokens", "cache_write_tokens"),
+    "output_tokens_details": ("reasoning_tokens",),
+    "completion_tokens_details": ("reasoning_tokens",),
+}
+
+
+def _token_count(field: str, value: Any) -> None:
+    if value is None:
+        return
+    valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if not valid:
+        raise InvalidEventError(field, "a non-negative integer", describe(value))
+
+
+def _usage(field: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        for key in _TOKEN_KEYS:
+            _token_count(f"{field}.{key}", value.get(key))
+        for group, keys in _DETAIL_KEYS.items():
+            details = value.get(group)
+            if details is None:
+                continue
+            if not isinstance(details, Mapping):
+                expected = "a mapping of token counts"
+                raise InvalidEventError(f"{field}.{group}", expected, describe(details))
+            for key in keys:
+                _token_count(f"{field}.{group}.{key}", details.get(key))
+    usage = usage_from_openai(value)
+    if usage is None:
+        expected = "a usage mapping with input_tokens or output_tokens"
+        raise InvalidEventError(field, expected, describe(value))
+    return usage
+
+
+def _metadata(field: str, value: Any) -> dict[str, Scalar]:
+    if not isinstance(value, Mapping):
+        expected = "a mapping of scalar labels"
+        raise InvalidEventError(field, expected, describe(value))
+    return sanitize_metadata(value) or {}
+
+
+def _sub_mapping(
+    field: str, value: Any, keys: Mapping[str, str], checks: Mapping[str, Validator]
+) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(field, "a mapping", describe(value))
+    result: dict[str, Any] = {}
+    for raw_key, item in value.items():
+        key = keys.get(raw_key) if isinstance(raw_key, str) else None
+        if key is None or item is None:
+            continue
+        result[key] = checks[key](f"{field}.{key}", item)
+    return result
+
+
+def _currency(field: str, value: Any) -> str:
+    text = _string(field, value).strip()
+    if not re.fullmatch(r"[A-Za-z]{3}", text):
+        raise InvalidEventError(field, "a three-letter ISO currency code", repr(text))
+    return text.lower()
+
+
+def _cost(field: str, value: Any) -> dict[str, Any]:
+    cost = _sub_mapping(field, value, _COST_KEYS, _COST_CHECKS)
+    if "metadata" in cost and not cost["metadata"]:
+        del cost["metadata"]
+    return cost
+
+
+def _units(field: str, value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list | tuple):
+        raise InvalidEventError(field, "a list of unit mappings", describe(value))
+    units = []
+    for index, unit in enumerate(value):
+        checked = _sub_mapping(f"{field}[{index}]", unit, _UNIT_KEYS, _UNIT_CHECKS)
+        if "metadata" in checked and not checked["metadata"]:
+            del checked["metadata"]
+        units.append(checked)
+    return units
+
+
+_COST_CHECKS: dict[str, Validator] = {
+    "amount": _number,
+    "currency": _currency,
+    "source": _string,
+    "priceVersion": _string,
+    "metadata": _metadata,
+}
+_UNIT_CHECKS: dict[str, Validator] = {
+    "quantity": _number,
+    "billableQuantity": _number,
+    "unitName": _string,
+    "unitType": _string,
+    "providerRawKey": _string,
+    "metadata": _metadata,
+}
+_VALIDATORS: dict[str, Validator] = {name: _string for name in STRING_FIELDS}
+_VALIDATORS.update(
+    {
+        "provider": _non_empty_string,
+        "idempotencyKey": _non_empty_string,
+        "status": _status,
+        "occurredAt": _timestamp,
+        "durationMs": _duration,
+        "usage": _usage,
+        "cost": _cost,
+        "units": _units,
+        "metadata": _metadata,
+    }
+)

@@ -1,0 +1,114 @@
+"""Map every OpenAI usage report onto the one usage shape the wire carries.
+
+The Responses API's shape is the wire shape: `input_tokens` includes cached tokens,
+`output_tokens` includes reasoning tokens. Chat Completions and embeddings report
+`prompt_tokens` and `completion_tokens`; those are mapped onto it here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+Usage = dict[str, Any]
+
+_MISSING = object()
+
+
+def _get(source: Any, key: str) -> Any:
+    if source is None:
+        return None
+    if isinstance(source, Mapping):
+        return source.get(key)
+    return getattr(source, key, None)
+
+
+def _count(value: Any) -> int | None:
+    """Return a token count as a non-negative int, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _first_count(source: Any, *keys: str) -> int | None:
+    for key in keys:
+        count = _count(_get(source, key))
+        if count is not None:
+            return count
+    return None
+
+
+def usage_from_openai(usage: Any) -> Usage | None:
+    """Return `usage` in the wire shape, or None when it reports no token counts.
+
+    Accepts Responses, Chat Completions and embeddings usage, as pydantic objects or
+    mappings. Never raises: anything unreadable counts as no usage.
+    """
+    if usage is None:
+        return None
+    try:
+        return _map_usage(usage)
+    except Exception:  # a foreign object whose attributes raise
+        return None
+
+
+def _map_usage(usage: Any) -> Usage | None:
+    input_tokens = _first_count(usage, "input_tokens", "prompt_tokens")
+    output_tokens = _first_count(usage, "output_tokens", "completion_tokens")
+    total_tokens = _first_count(usage, "total_tokens")
+    if input_tokens is None and output_tokens is None and total_tokens is None:
+        return None
+
+    input_details = _get(usage, "input_tokens_details")
+    if input_details is None:
+        input_details = _get(usage, "prompt_tokens_details")
+    output_details = _get(usage, "output_tokens_details")
+    if output_details is None:
+        output_details = _get(usage, "completion_tokens_details")
+
+    input_tokens = input_tokens or 0
+    output_tokens = output_tokens or 0
+    if total_tokens is None:
+        total_tokens = input_tokens + output_tokens
+
+    cached = _first_count(input_details, "cached_tokens") or 0
+    details: dict[str, int] = {"cached_tokens": min(cached, input_tokens)}
+    cache_write = _first_count(input_details, "cache_write_tokens")
+    if cache_write is None:
+        cache_write = _first_count(usage, "cache_creation_input_tokens")
+    if cache_write is not None:
+        details["cache_write_tokens"] = cache_write
+    reasoning = _first_count(output_details, "reasoning_tokens") or 0
+
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": details,
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": min(reasoning, output_tokens)},
+        "total_tokens": total_tokens,
+    }
+
+
+def normalize_openai_usage(usage: Any) -> dict[str, int]:
+    """Return flat token counts from any OpenAI usage report (the 0.1.0 helper).
+
+    Missing usage gives zeros, as it did in 0.1.0; events themselves never carry
+    zeros for unknown usage.
+    """
+    mapped = usage_from_openai(usage)
+    if mapped is None:
+        mapped = usage_from_openai({"input_tokens": 0, "output_tokens": 0}) or {}
+    input_tokens: int = mapped["input_tokens"]
+    cached: int = mapped["input_tokens_details"]["cached_tokens"]
+    return {
+        "cached_tokens": cached,
+        "input_tokens": input_tokens,
+        "output_tokens": mapped["output_tokens"],
+        "reasoning_tokens": mapped["output_tokens_details"]["reasoning_tokens"],
+        "total_tokens": mapped["total_tokens"],
+        "uncached_input_tokens": input_tokens - cached,
+    }
