@@ -300,14 +300,24 @@ _default_client: Margins | None = None
 
 
 def configure(**options: Any) -> Margins:
-    """Create the default client used by instrumentation and `traket.flush`."""
-    global _default_client
+    """Create the default client used by instrumentation and `traket.flush`.
+
+    Takes the options of `create_margins`. A previous default client is flushed
+    and shut down.
+    """
     client = Margins(**options)
-    with _default_lock:
-        previous, _default_client = _default_client, client
+    previous = swap_default(client)
     if previous is not None:
         previous.shutdown(timeout=2.0)
     return client
+
+
+def swap_default(client: Margins | None) -> Margins | None:
+    """Make `client` the default client and return the one it replaces."""
+    global _default_client
+    with _default_lock:
+        previous, _default_client = _default_client, client
+    return previous
 
 
 def get_client() -> Margins:

@@ -1,0 +1,25 @@
+"""Test-wide guards: no configuration leaks in from the shell, no state leaks out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_traket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Give every test a clean environment, default client and instrumentation."""
+    for name in ("TRAKET_WRITE_KEY", "TRAKET_ENDPOINT", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    from traket import _client
+
+    previous = _client.swap_default(None)
+    if previous is not None:
+        previous.shutdown(timeout=1.0)
+    try:
+        from traket._instrument import uninstrument
+    except ImportError:  # the instrumentation is optional for some test runs
+        return
+    uninstrument()

@@ -1,0 +1,308 @@
+"""The explicit API of 0.1.0, kept working over the background sender."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+import traket
+from traket import ConfigurationError, InvalidEventError, create_margins
+from traket.testing import InMemoryTransport
+
+WRITE_KEY = "wk_test_0123456789"
+
+
+class Ingest:
+    """A local ingest that records every batch it is sent."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        server.expect_request(
+            "/api/v1/usage/events", method="POST"
+        ).respond_with_handler(self._handle)
+
+    def _handle(self, request: Request) -> Response:
+        body = json.loads(request.get_data())
+        self.requests.append((dict(request.headers), body))
+        answer = {"accepted": len(body["events"]), "duplicates": 0, "rejected": []}
+        return Response(json.dumps(answer), 200, content_type="application/json")
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url_for("/api/v1/usage/events"))
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [event for _, body in self.requests for event in body["events"]]
+
+
+@pytest.fixture
+def ingest(httpserver: HTTPServer) -> Ingest:
+    return Ingest(httpserver)
+
+
+def make_client(ingest: Ingest, **options: Any) -> traket.Margins:
+    return create_margins(write_key=WRITE_KEY, endpoint=ingest.url, **options)
+
+
+def response(**fields: Any) -> SimpleNamespace:
+    return SimpleNamespace(**fields)
+
+
+def test_a_missing_write_key_is_a_configuration_error_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match="write_key") as caught:
+        create_margins()
+    assert "TRAKET_WRITE_KEY" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_write_key_and_endpoint_fall_back_to_the_environment(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAKET_WRITE_KEY", WRITE_KEY)
+    monkeypatch.setenv("TRAKET_ENDPOINT", ingest.url)
+    margins = create_margins()
+    margins.track({"provider": "openai", "model": "gpt-4.1"})
+    assert margins.flush(timeout=5)
+    headers, body = ingest.requests[0]
+    assert headers["Authorization"] == f"Bearer {WRITE_KEY}"
+    assert headers["Content-Type"] == "application/json"
+    assert body["events"][0]["model"] == "gpt-4.1"
+
+
+def test_default_endpoint_is_hosted_traket() -> None:
+    margins = create_margins(write_key=WRITE_KEY, transport=InMemoryTransport())
+    assert margins.endpoint == traket.DEFAULT_ENDPOINT
+    assert traket.DEFAULT_ENDPOINT == "https://traket.ai/api/v1/usage/events"
+
+
+def test_track_queues_and_flush_delivers_camel_case_events(ingest: Ingest) -> None:
+    margins = make_client(ingest)
+    margins.track(
+        {
+            "provider": "openai",
+            "external_customer_id": "user_123",
+            "feature": "generate_blog_post",
+            "model": "gpt-5.4-mini",
+            "cost": {"amount": 0.0042, "currency": "usd", "source": "manual_override"},
+        }
+    )
+    assert ingest.requests == []
+    assert margins.flush(timeout=5) is True
+    (event,) = ingest.events
+    assert event["externalCustomerId"] == "user_123"
+    assert event["cost"] == {
+        "amount": 0.0042,
+        "currency": "usd",
+        "source": "manual_override",
+    }
+    assert event["idempotencyKey"]
+    assert event["occurredAt"].endswith("Z")
+
+
+def test_capture_usage_and_camel_case_aliases_are_the_same_calls(
+    ingest: Ingest,
+) -> None:
+    margins = traket.createMargins(write_key=WRITE_KEY, endpoint=ingest.url)
+    margins.capture_usage({"provider": "openai", "feature": "a"})
+    margins.captureUsage({"provider": "openai", "feature": "b"})
+    margins.trackBatch(events=[{"provider": "openai", "feature": "c"}])
+    margins.flush(timeout=5)
+    assert sorted(event["feature"] for event in ingest.events) == ["a", "b", "c"]
+
+
+def test_track_batch_takes_both_spellings(ingest: Ingest) -> None:
+    margins = make_client(ingest)
+    first = margins.track_batch(events=[{"provider": "openai"}] * 2)
+    second = margins.track_batch({"events": [{"provider": "openai"}]})
+    margins.flush(timeout=5)
+    assert first["queued"] == 2
+    assert second["queued"] == 1
+    assert len(ingest.events) == 3
+    assert len({event["idempotencyKey"] for event in ingest.events}) == 3
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_track_batch_needs_1_to_100_events(ingest: Ingest, count: int) -> None:
+    margins = make_client(ingest)
+    with pytest.raises(InvalidEventError, match="1 to 100") as caught:
+        margins.track_batch(events=[{"provider": "openai"}] * count)
+    assert caught.value.field == "events"
+    assert str(count) in caught.value.received
+
+
+def test_track_batch_without_events_names_the_field(ingest: Ingest) -> None:
+    margins = make_client(ingest)
+    with pytest.raises(InvalidEventError) as caught:
+        margins.track_batch({})
+    assert caught.value.field == "events"
+
+
+def test_one_malformed_event_rejects_the_batch_and_queues_nothing(
+    ingest: Ingest,
+) -> None:
+    margins = make_client(ingest)
+    batch = [
+        {"provider": "openai"},
+        {"provider": "openai", "usage": {"input_tokens": -5}},
+    ]
+    with pytest.raises(InvalidEventError) as caught:
+        margins.track_batch(events=batch)
+    assert caught.value.field == "events[1].usage.input_tokens"
+    assert "-5" in str(caught.value)
+    assert margins.stats().enqueued == 0
+
+
+def test_bad_input_never_loses_or_corrupts_other_events(ingest: Ingest) -> None:
+    margins = make_client(ingest)
+    margins.track({"provider": "openai", "feature": "before"})
+    with pytest.raises(InvalidEventError):
+        margins.track({"provider": "openai", "durationMs": "slow"})
+    margins.track({"provider": "openai", "feature": "after"})
+    margins.flush(timeout=5)
+    assert [event["feature"] for event in ingest.events] == ["before", "after"]
+
+
+def test_the_0_1_0_transport_callable_still_works() -> None:
+    calls: list[tuple[str, dict[str, str], bytes]] = []
+
+    def transport(url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        calls.append((url, dict(headers), body))
+        return {"accepted": 1, "duplicates": 0, "rejected": []}
+
+    margins = create_margins(
+        write_key=WRITE_KEY, endpoint="https://ingest.example/e", transport=transport
+    )
+    margins.track({"provider": "openai"})
+    assert margins.flush(timeout=5)
+    url, headers, body = calls[0]
+    assert url == "https://ingest.example/e"
+    assert headers["Authorization"] == f"Bearer {WRITE_KEY}"
+    assert json.loads(body)["events"][0]["provider"] == "openai"
+
+
+def test_the_write_key_stays_out_of_repr() -> None:
+    margins = create_margins(write_key=WRITE_KEY, transport=InMemoryTransport())
+    assert WRITE_KEY not in repr(margins)
+
+
+def test_openai_track_returns_the_response_and_records_what_it_reports() -> None:
+    transport = InMemoryTransport()
+    margins = create_margins(write_key=WRITE_KEY, transport=transport)
+    result = response(
+        id="resp_1",
+        model="gpt-4.1-2025-04-14",
+        _request_id="req_1",
+        usage={"input_tokens": 9, "output_tokens": 12, "total_tokens": 21},
+    )
+    returned = margins.openai.track(
+        lambda: result,
+        {"external_customer_id": "user_1", "feature": "blog", "prompt_type": "post"},
+    )
+    assert returned is result
+    margins.flush(timeout=5)
+    (event,) = transport.events
+    assert event["provider"] == "openai"
+    assert event["operation"] == "responses.create"
+    assert event["model"] == "gpt-4.1-2025-04-14"
+    assert event["providerResponseId"] == "resp_1"
+    assert event["providerRequestId"] == "req_1"
+    assert event["usage"]["total_tokens"] == 21
+    assert event["externalCustomerId"] == "user_1"
+    assert event["attributionQuality"] == "explicit"
+    assert event["promptType"] == "post"
+    assert event["status"] == "success"
+    assert isinstance(event["durationMs"], int)
+
+
+def test_openai_track_reraises_the_original_exception_and_records_an_error() -> None:
+    transport = InMemoryTransport()
+    margins = create_margins(write_key=WRITE_KEY, transport=transport)
+    failure = RuntimeError("provider said: the secret prompt was rejected")
+
+    def call() -> None:
+        raise failure
+
+    with pytest.raises(RuntimeError) as caught:
+        margins.openai.track(call, {"feature": "blog"})
+    assert caught.value is failure
+    margins.flush(timeout=5)
+    (event,) = transport.events
+    assert event["status"] == "error"
+    assert event["metadata"]["error_type"] == "RuntimeError"
+    assert "secret" not in json.dumps(event)
+
+
+def test_openai_track_awaits_async_calls() -> None:
+    transport = InMemoryTransport()
+    margins = create_margins(write_key=WRITE_KEY, transport=transport)
+
+    async def call() -> SimpleNamespace:
+        await asyncio.sleep(0)
+        return response(id="chatcmpl_1", model="gpt-4o", usage=None)
+
+    result = asyncio.run(
+        margins.openai.track(call, {"operation": "chat.completions.create"})
+    )
+    assert result.id == "chatcmpl_1"
+    margins.flush(timeout=5)
+    (event,) = transport.events
+    assert event["operation"] == "chat.completions.create"
+    assert "usage" not in event
+
+
+def test_module_flush_uses_the_default_client_from_the_environment(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert traket.flush(timeout=1) is True
+    monkeypatch.setenv("TRAKET_WRITE_KEY", WRITE_KEY)
+    monkeypatch.setenv("TRAKET_ENDPOINT", ingest.url)
+    traket.get_client().track({"provider": "openai"})
+    assert traket.flush(timeout=5) is True
+    assert len(ingest.events) == 1
+
+
+async def test_aflush_does_not_block_the_event_loop(ingest: Ingest) -> None:
+    margins = make_client(ingest)
+    margins.track({"provider": "openai"})
+    assert await margins.aflush(timeout=5) is True
+    assert len(ingest.events) == 1
+
+
+def test_estimate_cost_attaches_an_estimate_before_sending() -> None:
+    pytest.importorskip("genai_prices")
+    transport = InMemoryTransport()
+    margins = create_margins(
+        write_key=WRITE_KEY, transport=transport, estimate_cost=True
+    )
+    margins.track(
+        {
+            "provider": "openai",
+            "model": "gpt-4o-2024-08-06",
+            "occurred_at": "2025-06-01T00:00:00Z",
+            "usage": {
+                "input_tokens": 1220,
+                "input_tokens_details": {"cached_tokens": 1152},
+                "output_tokens": 100,
+            },
+        }
+    )
+    margins.track(
+        {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "cost": {"amount": 1.5, "currency": "usd", "source": "manual_override"},
+        }
+    )
+    margins.flush(timeout=5)
+    estimated, own = transport.events
+    assert estimated["cost"]["amount"] == pytest.approx(0.00261)
+    assert estimated["cost"]["currency"] == "usd"
+    assert own["cost"]["source"] == "manual_override"
