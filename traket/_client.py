@@ -110,10 +110,10 @@ class OpenAITracker:
     def _record(
         self, observed: dict[str, Any], block: _scope.Attribution, started: float
     ) -> None:
-        observed.setdefault("provider", "openai")
-        observed.setdefault("operation", "responses.create")
-        observed["durationMs"] = round((time.perf_counter() - started) * 1000)
         scope = _scope.merge_fields(_scope.current_scope(), block.fields)
+        observed.setdefault("provider", "openai")
+        observed["operation"] = scope.get("operation", "responses.create")
+        observed["durationMs"] = round((time.perf_counter() - started) * 1000)
         self._margins.record_observed(observed, scope=scope, defaults=None)
 
 
