@@ -12,8 +12,6 @@ Events are batched and delivered in the background; prompts, outputs, headers an
 keys never leave the process.
 """
 
-from __future__ import annotations
-
 # INTERIM while modules are being written in parallel; replaced at integration.
 try:
     from ._client import (
