@@ -1,0 +1,504 @@
+"""The margins report on a known data set; every expected number is worked by hand.
+
+The data set and the arithmetic behind each event's cost are in
+`tests/report_dataset.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import report_dataset
+from click.testing import CliRunner
+
+from traket._local import cli
+from traket._local._html import render_html
+from traket._local._render import event_rows, render_csv, report_to_dict
+from traket._local._report import (
+    Filters,
+    Report,
+    build_report,
+    load_revenue_csv,
+    parse_revenue_pairs,
+    price_events,
+)
+from traket._local._store import EventStore
+from traket._pricing import CostEngine
+
+pytest.importorskip("genai_prices")
+
+D = Decimal
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return report_dataset.make_db(tmp_path / "traket.sqlite3")
+
+
+def report_for(
+    db: Path, revenue: dict[str, Decimal] | None = None, **filters: Any
+) -> Report:
+    chosen = Filters(**filters)
+    with EventStore(db) as store:
+        return build_report(
+            store.events(**chosen.store_kwargs()),
+            engine=CostEngine(),
+            revenue=revenue,
+            filters=chosen,
+        )
+
+
+# Numbers ------------------------------------------------------------------------
+
+
+def test_total_cost_adds_every_priced_event(db: Path) -> None:
+    report = report_for(db)
+
+    # 0.00261 + 0.045 + 0.01725 + 0.5 + 0.016 + 0.00075 + 0.000525
+    assert report.total.cost == D("0.582135")
+    assert report.total.events == 9
+    assert (report.total.priced, report.total.unpriced) == (7, 1)
+    assert report.total.missing_usage == 1
+    assert not report.total.complete
+
+
+def test_cost_per_customer_is_ranked_by_cost(db: Path) -> None:
+    report = report_for(db)
+
+    ranked = [(row.customer, row.tally.cost) for row in report.customers]
+    assert ranked == [
+        ("globex", D("0.5")),  # recorded cost; my-llama unpriced
+        ("acme", D("0.06486")),  # 0.00261 + 0.045 + 0.01725
+        ("initech", D("0.016525")),  # 0.016 + 0.000525; one event without usage
+        (None, D("0.00075")),
+    ]
+
+
+def test_margins_put_the_least_profitable_customer_first(db: Path) -> None:
+    report = report_for(db, revenue=report_dataset.REVENUE)
+
+    rows = [(r.customer, r.revenue, r.margin) for r in report.customers]
+    assert rows == [
+        ("acme", D("0.05"), D("-0.01486")),  # 0.05 - 0.06486
+        ("initech", D("1"), D("0.983475")),  # 1 - 0.016525
+        ("umbrella", D("5"), D("5")),  # revenue, no usage at all
+        ("globex", D("10"), D("9.5")),  # 10 - 0.5
+        (None, None, None),  # no revenue given: unknown, listed last
+    ]
+    acme = report.customers[0]
+    assert acme.margin_percent == D("-29.72")  # -0.01486 / 0.05 * 100
+    assert report.quality.customers_without_revenue == ["(unattributed)"]
+
+
+def test_cost_per_feature_and_per_customer_and_feature(db: Path) -> None:
+    report = report_for(db)
+
+    features = {feature: tally.cost for feature, tally in report.features}
+    assert features == {
+        "chat": D("0.56361"),  # 0.00261 + 0.045 + 0.5 + 0.016
+        "summarize": D("0.017775"),  # 0.01725 + 0.000525, my-llama unpriced
+        None: D("0.00075"),
+    }
+    pairs = {(c, f): (t.events, t.cost) for c, f, t in report.customer_features}
+    assert pairs[("acme", "chat")] == (2, D("0.04761"))
+    assert pairs[("acme", "summarize")] == (1, D("0.01725"))
+    assert pairs[("globex", "summarize")] == (1, D(0))
+    assert pairs[("initech", "chat")] == (2, D("0.016"))
+
+
+def test_a_group_with_nothing_priced_shows_no_cost_not_zero(db: Path) -> None:
+    report = report_for(db)
+
+    tally = next(
+        t for c, f, t in report.customer_features if c == "globex" and f == "summarize"
+    )
+    assert tally.known_cost is None
+    row = next(
+        r
+        for r in report_to_dict(report)["customerFeatures"]
+        if r["customer"] == "globex" and r["feature"] == "summarize"
+    )
+    assert (row["cost"], row["unpricedEvents"]) == (None, 1)
+
+
+def test_cost_by_model_requested_and_served(db: Path) -> None:
+    report = report_for(db)
+
+    models = {(r, s): (t.events, t.cost) for r, s, t in report.models}
+    assert models == {
+        ("gpt-4o-2024-08-06", "gpt-4o-2024-08-06"): (4, D("0.54761")),
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"): (1, D("0.01725")),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"): (2, D("0.001275")),
+        ("o3-2025-04-16", "o3-2025-04-16"): (1, D("0.016")),
+        ("my-llama", "my-llama"): (1, D(0)),
+    }
+
+
+def test_cost_by_day(db: Path) -> None:
+    report = report_for(db)
+
+    assert [(d.isoformat(), t.cost) for d, t in report.days] == [
+        ("2025-08-01", D("0.50336")),  # 0.00261 + 0.5 + 0.00075
+        ("2025-08-02", D("0.062775")),  # 0.045 + 0.01725 + 0.000525
+        ("2025-08-03", D("0.016")),  # o3; my-llama unpriced, one without usage
+    ]
+
+
+def test_days_without_events_appear_with_zero(tmp_path: Path) -> None:
+    two_days = [
+        e for e in report_dataset.events() if e["idempotencyKey"] in ("ev1", "ev7")
+    ]
+
+    report = build_report(two_days, engine=CostEngine())
+
+    assert [d.isoformat() for d, _ in report.days] == [
+        "2025-08-01",
+        "2025-08-02",
+        "2025-08-03",
+    ]
+    assert report.days[1][1].events == 0
+
+
+def test_token_breakdown_cache_hit_rate_and_savings(db: Path) -> None:
+    tokens = report_for(db).tokens
+
+    # uncached: 68 + 10000 + 50000 + 1000 + 500 + 2000 + 1000 + 1000
+    assert tokens.uncached_input == 65568
+    assert tokens.cached_input == 52152  # 1152 + 50000 + 1000
+    assert tokens.cache_write == 0
+    assert tokens.output == 15250  # 100 + 2000 + 10000 + 100 + 50 + 1500 + 1000 + 500
+    assert tokens.reasoning == 1200
+    assert tokens.cache_hit_rate == D(52152) / D(117720)
+    # Saved: 1152 * (2.50 - 1.25) + 50000 * (0.15 - 0.075) + 1000 * (0.15 - 0.075)
+    # = 1440 + 3750 + 75 per million = 0.005265
+    assert tokens.cache_savings == D("0.005265")
+
+
+def test_data_quality_counts_what_the_totals_leave_out(db: Path) -> None:
+    quality = report_for(db).quality
+    version = f"genai-prices {__import__('genai_prices').__version__}"
+
+    assert [(m, n) for m, _, n in quality.unpriced] == [("my-llama", 1)]
+    assert "not in genai-prices" in quality.unpriced[0][1]
+    assert quality.missing_usage == 1
+    assert quality.missing_usage_by_status == {"error": 1}
+    assert quality.cost_sources == {
+        "estimate (at report time)": 5,
+        "manual_override (recorded)": 1,
+        "estimate (recorded)": 1,
+    }
+    # Price versions are grouped by source, with the span of dates priced.
+    assert quality.price_versions == {
+        f"{version} @ 2025-08-01..2025-08-03": 6,
+        "contract-2025": 1,
+    }
+
+
+def test_filters_slice_by_customer_feature_and_period(db: Path) -> None:
+    acme = report_for(db, revenue=report_dataset.REVENUE, customer="acme")
+    chat = report_for(db, feature="chat")
+    second = report_for(db, since=date(2025, 8, 2), until=date(2025, 8, 2))
+    prod = report_for(db, environment="staging")
+
+    assert [(r.customer, r.margin) for r in acme.customers] == [("acme", D("-0.01486"))]
+    assert chat.total.cost == D("0.56361")
+    assert (second.total.events, second.total.cost) == (3, D("0.062775"))
+    assert prod.total.events == 0
+
+
+# Revenue input ------------------------------------------------------------------
+
+
+def test_revenue_from_csv_and_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "revenue.csv"
+    path.write_text('customer,amount\nacme,10.50\nglobex,"$1,000"\nacme,0.5\n')
+
+    assert load_revenue_csv(path) == {"acme": D("11.00"), "globex": D("1000")}
+    assert parse_revenue_pairs(["acme=3", "a=b=2"]) == {"acme": D(3), "a=b": D(2)}
+
+
+def test_a_revenue_csv_with_extra_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "revenue.csv"
+    path.write_text("customer,amount\nglobex,$1,000\n")
+
+    with pytest.raises(ValueError, match="line 2: expected columns"):
+        load_revenue_csv(path)
+
+
+@pytest.mark.parametrize("bad", ["acme", "acme=lots", "=3"])
+def test_bad_revenue_pairs_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="--revenue"):
+        parse_revenue_pairs([bad])
+
+
+# Shapes -------------------------------------------------------------------------
+
+
+def test_json_shape_keeps_money_exact(db: Path) -> None:
+    data = report_to_dict(report_for(db, revenue=report_dataset.REVENUE))
+
+    assert set(data) == {
+        "generatedAt",
+        "currency",
+        "filters",
+        "totals",
+        "hasRevenue",
+        "customers",
+        "features",
+        "customerFeatures",
+        "models",
+        "days",
+        "tokens",
+        "dataQuality",
+    }
+    assert data["totals"]["cost"] == "0.582135"
+    assert data["customers"][0] == {
+        "customer": "acme",
+        "events": 3,
+        "pricedEvents": 3,
+        "unpricedEvents": 0,
+        "missingUsageEvents": 0,
+        "inputTokens": 111220,
+        "outputTokens": 12100,
+        "cost": "0.06486",
+        "complete": True,
+        "revenue": "0.05",
+        "margin": "-0.01486",
+        "marginPercent": "-29.72",
+    }
+    assert data["tokens"]["cacheSavings"] == "0.005265"
+    json.dumps(data)
+
+
+def test_csv_sections(db: Path) -> None:
+    report = report_for(db, revenue=report_dataset.REVENUE)
+
+    customers = list(csv.DictReader(io.StringIO(render_csv(report, "customers"))))
+    days = list(csv.DictReader(io.StringIO(render_csv(report, "days"))))
+    quality = list(csv.DictReader(io.StringIO(render_csv(report, "data_quality"))))
+
+    assert [r["customer"] for r in customers] == [
+        "acme",
+        "initech",
+        "umbrella",
+        "globex",
+        "",
+    ]
+    assert customers[0]["margin"] == "-0.01486"
+    assert customers[0]["complete"] == "true"
+    assert [(r["day"], r["cost"]) for r in days] == [
+        ("2025-08-01", "0.50336"),
+        ("2025-08-02", "0.062775"),
+        ("2025-08-03", "0.016"),
+    ]
+    assert {"check": "no usage reported", "detail": "error", "events": "1"} in quality
+
+
+def test_event_rows_carry_ids_tokens_and_cost_components(db: Path) -> None:
+    with EventStore(db) as store:
+        rows = {
+            row["idempotencyKey"]: row
+            for row in event_rows(price_events(store.events(), CostEngine()))
+        }
+
+    first = rows["ev1"]
+    assert (first["providerRequestId"], first["providerResponseId"]) == (
+        "req_ev1",
+        "resp_ev1",
+    )
+    assert (first["uncachedInputTokens"], first["cachedInputTokens"]) == (68, 1152)
+    assert (first["uncachedInputCost"], first["cachedInputCost"]) == (
+        "0.00017",
+        "0.00144",
+    )
+    assert (first["outputCost"], first["cost"]) == ("0.001", "0.00261")
+    # The SDK's estimate recorded on the wire keeps its components.
+    assert rows["ev9"]["costSource"] == "estimate"
+    assert rows["ev9"]["cachedInputCost"] == "0.000075"
+    assert rows["ev5"]["costStatus"] == "unpriced"
+    assert rows["ev6"]["costStatus"] == "missing_usage"
+    assert rows["ev6"]["outputTokens"] is None
+
+
+def test_html_is_self_contained(db: Path) -> None:
+    page = render_html(report_for(db, revenue=report_dataset.REVENUE))
+
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page
+    assert 'id="traket-data"' in page
+
+
+def test_html_escapes_names_from_events() -> None:
+    hostile = report_dataset.events()[0] | {
+        "externalCustomerId": "</script><script>alert(1)</script>"
+    }
+
+    page = render_html(build_report([hostile], engine=CostEngine()))
+
+    assert "<script>alert(1)" not in page
+    assert "&lt;/script&gt;" in page
+
+
+# CLI ----------------------------------------------------------------------------
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_report_table(db: Path) -> None:
+    result = run("report", "--db", str(db), "--revenue", "acme=0.05")
+
+    assert result.exit_code == 0, result.output
+    assert "Margin per customer" in result.output
+    assert "-$0.01" in result.output
+    assert "$0.5821" in result.output
+    assert "my-llama" in result.output
+
+
+def test_cli_report_reads_the_database_from_the_environment(db: Path) -> None:
+    result = run("report", "--format", "json", env={"TRAKET_DB": str(db)})
+
+    assert json.loads(result.output)["totals"]["cost"] == "0.582135"
+
+
+def test_cli_report_json_with_revenue_csv_and_filters(db: Path, tmp_path: Path) -> None:
+    revenue = tmp_path / "revenue.csv"
+    revenue.write_text("customer,amount\nacme,0.05\n")
+
+    result = run(
+        "report",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "--revenue",
+        str(revenue),
+        "--since",
+        "2025-08-02",
+        "--until",
+        "2025-08-02",
+        "--customer",
+        "acme",
+    )
+
+    data = json.loads(result.output)
+    assert data["filters"]["since"] == "2025-08-02"
+    # 0.05 - (0.045 + 0.01725)
+    assert [(c["customer"], c["margin"]) for c in data["customers"]] == [
+        ("acme", "-0.01225")
+    ]
+
+
+def test_cli_report_csv_and_html_to_a_file(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+
+    csv_result = run("report", "--db", str(db), "--format", "csv", "--section", "days")
+    html_result = run("report", "--db", str(db), "--format", "html", "-o", str(out))
+
+    assert csv_result.output.splitlines()[0].startswith("day,events,")
+    assert html_result.exit_code == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_cli_report_with_a_price_file(db: Path, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[prices]]\nmodel = "my-llama"\ninput_per_mtok = 1\noutput_per_mtok = 2\n'
+    )
+
+    result = run("report", "--db", str(db), "--format", "json", "--prices", str(prices))
+
+    data = json.loads(result.output)
+    # my-llama now priced: (500 * 1 + 50 * 2) / 1e6 = 0.0006
+    assert data["totals"]["cost"] == str(D("0.582135") + D("0.0006"))
+    assert data["dataQuality"]["unpriced"] == []
+
+
+def test_cli_report_refuses_a_missing_database(tmp_path: Path) -> None:
+    result = run("report", "--db", str(tmp_path / "nope.sqlite3"))
+
+    assert result.exit_code == 1
+    assert "no database at" in result.output
+    assert not (tmp_path / "nope.sqlite3").exists()
+
+
+def test_cli_report_refuses_bad_revenue(db: Path) -> None:
+    result = run("report", "--db", str(db), "--revenue", "acme=lots")
+
+    assert result.exit_code == 2
+    assert "'lots' is not an amount" in result.output
+
+
+def test_cli_events_drill_down(db: Path) -> None:
+    table = run("events", "--db", str(db), "--customer", "acme")
+    data = json.loads(
+        run("events", "--db", str(db), "--format", "json", "--unpriced").output
+    )
+
+    assert table.exit_code == 0
+    assert "req_ev1" in table.output
+    assert "ev5" not in table.output
+    assert [row["idempotencyKey"] for row in data] == ["ev5", "ev6"]
+
+
+def test_cli_events_limit_keeps_the_latest(db: Path) -> None:
+    data = json.loads(
+        run("events", "--db", str(db), "--format", "json", "--limit", "2").output
+    )
+
+    assert [row["occurredAt"][:10] for row in data] == ["2025-08-03", "2025-08-03"]
+
+
+def test_cli_serve_calls_the_local_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def fake_run_server(db_path: Any, **kwargs: Any) -> None:
+        calls.append((db_path, kwargs["host"], kwargs["port"], kwargs["write_key"]))
+        kwargs["on_ready"]("http://127.0.0.1:9999/api/v1/usage/events")
+
+    monkeypatch.setattr("traket._local._server.run_server", fake_run_server)
+
+    default = run("serve", env={"TRAKET_DB": "", "TRAKET_WRITE_KEY": ""})
+    custom = run(
+        "serve",
+        "--db",
+        "x.db",
+        "--port",
+        "9000",
+        "--host",
+        "0.0.0.0",
+        "--write-key",
+        "k",
+    )
+
+    assert calls == [
+        (Path("traket.sqlite3"), "127.0.0.1", 8787, "local-dev-key"),
+        (Path("x.db"), "0.0.0.0", 9000, "k"),
+    ]
+    assert "http://127.0.0.1:9999" in default.output
+    assert custom.exit_code == 0
+
+
+def test_an_empty_database_gives_an_empty_report(tmp_path: Path) -> None:
+    db = tmp_path / "empty.sqlite3"
+    EventStore(db).close()
+
+    table = run("report", "--db", str(db))
+    html = run("report", "--db", str(db), "--format", "html")
+    data = json.loads(run("report", "--db", str(db), "--format", "json").output)
+
+    assert table.exit_code == 0
+    assert "0 events" in table.output
+    assert html.output.startswith("<!DOCTYPE html>")
+    assert (data["totals"]["events"], data["totals"]["cost"]) == (0, "0")
+    assert data["days"] == []
