@@ -86,3 +86,24 @@ def test_normalize_openai_usage_keeps_the_0_1_0_keys() -> None:
         "uncached_input_tokens": 68,
     }
     assert normalize_openai_usage(None)["total_tokens"] == 0
+
+
+def test_wire_shaped_usage_takes_the_fast_path_and_stays_equal() -> None:
+    from traket._usage import copy_wire_usage
+
+    wire = usage_from_openai(
+        {
+            "prompt_tokens": 12,
+            "completion_tokens": 5,
+            "total_tokens": 17,
+            "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3},
+        }
+    )
+    assert wire is not None
+    copied = copy_wire_usage(wire)
+    assert copied == wire
+    assert copied is not wire
+    assert copied["input_tokens_details"] is not wire["input_tokens_details"]
+    assert copy_wire_usage({**wire, "extra": 1}) is None
+    assert copy_wire_usage({**wire, "input_tokens": True}) is None
+    assert copy_wire_usage({**wire, "input_tokens": -1}) is None

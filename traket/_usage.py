@@ -16,16 +16,18 @@ _MISSING = object()
 
 
 def _get(source: Any, key: str) -> Any:
+    if type(source) is dict or isinstance(source, Mapping):
+        return source.get(key)
     if source is None:
         return None
-    if isinstance(source, Mapping):
-        return source.get(key)
     return getattr(source, key, None)
 
 
 def _count(value: Any) -> int | None:
     """Return a token count as a non-negative int, or None when it is not one."""
-    if isinstance(value, bool):
+    if type(value) is int:
+        return value if value >= 0 else None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
@@ -40,6 +42,50 @@ def _first_count(source: Any, *keys: str) -> int | None:
         if count is not None:
             return count
     return None
+
+
+def _exact_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def copy_wire_usage(usage: Any) -> Usage | None:
+    """Return a copy of `usage` when it is a plain dict already in the wire shape.
+
+    The fast path for events built from instrumentation, whose usage was mapped
+    once already. Returns None for anything else, which takes the full path.
+    """
+    if type(usage) is not dict:
+        return None
+    input_tokens = usage.get("input_tokens")
+    output_tokens = usage.get("output_tokens")
+    total_tokens = usage.get("total_tokens")
+    input_details: Any = usage.get("input_tokens_details")
+    output_details: Any = usage.get("output_tokens_details")
+    simple = (
+        len(usage) == 5
+        and _exact_count(input_tokens)
+        and _exact_count(output_tokens)
+        and _exact_count(total_tokens)
+        and type(input_details) is dict
+        and type(output_details) is dict
+        and len(output_details) == 1
+        and _exact_count(output_details.get("reasoning_tokens"))
+        and 1 <= len(input_details) <= 2
+        and _exact_count(input_details.get("cached_tokens"))
+    )
+    if not simple:
+        return None
+    if len(input_details) == 2 and not _exact_count(
+        input_details.get("cache_write_tokens")
+    ):
+        return None
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": dict(input_details),
+        "output_tokens": output_tokens,
+        "output_tokens_details": dict(output_details),
+        "total_tokens": total_tokens,
+    }
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
