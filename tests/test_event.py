@@ -250,3 +250,36 @@ def test_metadata_keeps_scalars_within_limits() -> None:
 def test_empty_metadata_is_left_out_of_the_event() -> None:
     event = build_event({"provider": "openai", "metadata": {"prompt": "x"}})
     assert "metadata" not in event
+
+
+def test_idempotency_keys_are_unique_and_uuid_shaped() -> None:
+    import uuid
+
+    keys = [
+        build_event({"provider": "openai"})["idempotencyKey"] for _ in range(20_000)
+    ]
+    assert len(set(keys)) == len(keys)
+    parsed = uuid.UUID(keys[0])
+    assert parsed.version == 4
+    assert str(parsed) == keys[0]
+
+
+def test_a_forked_child_makes_keys_the_parent_never_makes() -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one key to the parent, then leave at once
+        key = build_event({"provider": "openai"})["idempotencyKey"]
+        os.write(writer, key.encode())
+        os._exit(0)
+    os.close(writer)
+    child_key = os.read(reader, 100).decode()
+    os.waitpid(pid, 0)
+    parent_keys = {
+        build_event({"provider": "openai"})["idempotencyKey"] for _ in range(3)
+    }
+    assert child_key not in parent_keys
+    assert child_key[:19] != next(iter(parent_keys))[:19]
