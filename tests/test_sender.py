@@ -1,0 +1,569 @@
+"""The batch sender: a submit that never waits, bounded batches, honest accounting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from ingest_fakes import (
+    WRITE_KEY,
+    FakeIngest,
+    _http_server,
+    ingest,
+    make_event,
+    sender_for,
+    senders,
+    silent_endpoint,
+    status,
+)
+
+from traket._errors import ConfigurationError
+from traket._sender import BatchSender, DeliveryFailure, DeliveryStats
+from traket._transport import HttpTransport
+
+__all__ = ["_http_server", "ingest", "senders", "silent_endpoint"]
+
+MARGIN = 0.25  # what a deadline may be overrun by on a loaded 2-core machine
+
+
+def _holds(stats: DeliveryStats) -> bool:
+    return stats.enqueued == stats.delivered + stats.dropped_total + stats.pending
+
+
+def test_importing_and_constructing_starts_no_thread() -> None:
+    code = (
+        "import threading, traket._sender, traket._transport as t;"
+        "traket._sender.BatchSender(t.HttpTransport('http://127.0.0.1:9/x', 'k'));"
+        "print(threading.active_count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert out.stdout.strip() == "1"
+
+
+def test_the_worker_starts_on_the_first_submit(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders)
+    assert sender._workers == []
+
+    sender.submit(make_event())
+
+    assert [t.name for t in sender._workers] == ["traket-sender"]
+    assert sender.flush(5)
+
+
+def test_events_are_delivered_unchanged_in_batches_of_at_most_batch_size(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, batch_size=40)
+    events = [make_event(i) for i in range(250)]
+
+    assert all(sender.submit(event) for event in events)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(events)
+    assert all(len(json.loads(body)["events"]) <= 40 for body in ingest.bodies)
+    assert sender.stats() == DeliveryStats(
+        enqueued=250,
+        delivered=250,
+        retried=0,
+        pending=0,
+        dropped=sender.stats().dropped,
+    )
+    assert sender.stats().dropped_total == 0
+
+
+def test_a_batch_is_sent_when_it_fills_without_waiting_for_the_interval(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, batch_size=10, flush_interval=3600)
+    events = [make_event(i) for i in range(10)]
+
+    for event in events:
+        sender.submit(event)
+
+    deadline = time.monotonic() + 5
+    while len(ingest.store.events) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ingest.store.assert_exactly(events)
+
+
+def test_a_partial_batch_is_sent_after_the_interval(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, flush_interval=0.05)
+    event = make_event()
+
+    sender.submit(event)
+
+    deadline = time.monotonic() + 5
+    while not ingest.store.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ingest.store.assert_exactly([event])
+
+
+def test_batches_stay_under_the_byte_limit(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, max_batch_bytes=60_000)
+    events = [make_event(i, traceId="x" * 15_000) for i in range(20)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(events)
+    assert max(len(body) for body in ingest.bodies) <= 60_000
+    assert len(ingest.bodies) >= 5
+
+
+def test_an_event_over_32_kib_is_dropped_and_reported_by_size_only(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: list[DeliveryFailure] = []
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    huge = make_event(0, traceId="CONTENT-CANARY" * 3000)
+    small = make_event(1)
+
+    with caplog.at_level(logging.DEBUG, logger="traket"):
+        sender.submit(huge)
+        sender.submit(small)
+        assert sender.flush(5)
+
+    ingest.store.assert_exactly([small])
+    assert [(f.reason, f.events) for f in failures] == [("too_large", (huge,))]
+    assert "32768" in failures[0].detail
+    assert "CONTENT-CANARY" not in caplog.text
+    assert sender.stats().dropped["too_large"] == 1
+
+
+def test_gzip_bodies_are_delivered(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, gzip=True)
+    events = [make_event(i) for i in range(30)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(events)
+    assert all(gzip.decompress(body) for body in ingest.bodies)
+
+
+def test_a_full_queue_drops_the_newest_counts_and_reports_them(
+    silent_endpoint: str,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: list[DeliveryFailure] = []
+    sender = sender_for(
+        silent_endpoint,
+        senders,
+        max_queue_events=10,
+        flush_interval=3600,
+        batch_size=100,
+        on_error=failures.append,
+    )
+    events = [make_event(i) for i in range(15)]
+
+    with caplog.at_level(logging.WARNING, logger="traket"):
+        taken = [sender.submit(event) for event in events]
+        sender.flush(0.2)
+
+    assert taken == [True] * 10 + [False] * 5
+    assert sender.stats().dropped["queue_full"] == 5
+    assert [f.events for f in failures if f.reason == "queue_full"] == [
+        tuple(events[10:])
+    ]
+    warnings = [r for r in caplog.records if "queue_full" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "5 event" in warnings[0].getMessage()
+
+
+def test_a_full_queue_in_block_mode_waits_a_bounded_time_then_drops(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(
+        silent_endpoint,
+        senders,
+        max_queue_events=5,
+        flush_interval=3600,
+        when_full="block",
+        block_timeout=0.2,
+    )
+    for i in range(5):
+        assert sender.submit(make_event(i))
+
+    started = time.monotonic()
+    taken = sender.submit(make_event(99))
+
+    assert taken is False
+    assert time.monotonic() - started < 0.2 + MARGIN
+    assert sender.stats().dropped["queue_full"] == 1
+
+
+def test_block_mode_takes_the_event_once_room_is_made(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(
+        ingest.url,
+        senders,
+        max_queue_events=5,
+        batch_size=5,
+        when_full="block",
+        block_timeout=5,
+    )
+    events = [make_event(i) for i in range(50)]
+
+    assert all(sender.submit(event) for event in events)
+    assert sender.flush(5)
+    ingest.store.assert_exactly(events)
+
+
+def test_submit_returns_while_the_ingest_hangs(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(silent_endpoint, senders, request_timeout=30, batch_size=5)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(2000):
+            sender.submit(make_event(i))
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+
+    assert done.wait(10), "submit blocked behind a request the ingest never answered"
+    producer.join()
+
+
+def test_flush_returns_false_by_its_deadline_when_the_ingest_never_answers(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(silent_endpoint, senders, request_timeout=30)
+    for i in range(10):
+        sender.submit(make_event(i))
+
+    started = time.monotonic()
+    delivered = sender.flush(timeout=0.5)
+
+    assert delivered is False
+    assert time.monotonic() - started < 0.5 + MARGIN
+    assert sender.stats().pending == 10
+
+
+def test_flush_deadline_covers_backoff_sleeps(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from traket._retry import RetryPolicy
+
+    ingest.fault = status(503, retry_after="30")
+    sender = sender_for(
+        ingest.url,
+        senders,
+        retry=RetryPolicy(initial_backoff=20, max_backoff=60, max_retry_after=60),
+    )
+    sender.submit(make_event())
+
+    started = time.monotonic()
+    assert sender.flush(timeout=0.4) is False
+    assert time.monotonic() - started < 0.4 + MARGIN
+
+
+def test_shutdown_returns_by_its_deadline_and_drops_what_is_left(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    sender = sender_for(
+        silent_endpoint, senders, request_timeout=30, on_error=failures.append
+    )
+    for i in range(5):
+        sender.submit(make_event(i))
+
+    started = time.monotonic()
+    assert sender.shutdown(timeout=0.5) is False
+    assert time.monotonic() - started < 0.5 + MARGIN
+
+    assert sender.stats().dropped["shutdown"] == 5
+    assert sum(len(f.events) for f in failures if f.reason == "shutdown") == 5
+    assert sender.submit(make_event()) is False
+    assert sender.stats().dropped["shutdown"] == 6
+
+
+def test_flush_sends_on_the_calling_thread_when_no_worker_can_start(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start = threading.Thread.start
+
+    def refuse_sender_threads(self: threading.Thread) -> None:
+        if self.name == "traket-sender":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_sender_threads)
+    sender = sender_for(ingest.url, senders, flush_interval=3600)
+    events = [make_event(i) for i in range(120)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(events)
+
+
+def test_flush_delivers_while_the_worker_is_frozen(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    thaw = threading.Event()
+    sender = sender_for(ingest.url, senders, flush_interval=0.01)
+    sender._worker_loop = thaw.wait  # type: ignore[method-assign]
+    events = [make_event(i) for i in range(30)]
+
+    for event in events:
+        sender.submit(event)
+    try:
+        assert sender.flush(5)
+    finally:
+        thaw.set()
+
+    ingest.store.assert_exactly(events)
+
+
+def test_the_accounting_adds_up_at_every_moment(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    ingest.then(*(status(503) for _ in range(5)))
+    sender = sender_for(ingest.url, senders, batch_size=20, max_queue_events=300)
+    stop = threading.Event()
+    broken: list[DeliveryStats] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            stats = sender.stats()
+            if not _holds(stats):
+                broken.append(stats)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    producers = [
+        threading.Thread(
+            target=lambda: [sender.submit(make_event(i)) for i in range(500)]
+        )
+        for _ in range(4)
+    ]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join()
+    assert sender.flush(10)
+    stop.set()
+    watcher.join()
+
+    final = sender.stats()
+    assert broken == []
+    assert final.enqueued == 2000
+    assert final.pending == 0
+    assert final.delivered == len(ingest.store.events)
+    assert final.delivered + final.dropped["queue_full"] == 2000
+    assert final.retried > 0
+
+
+def test_sixteen_threads_deliver_exactly_160000_distinct_events(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(ingest.url, senders, max_queue_events=200_000)
+    keys: list[list[str]] = [[] for _ in range(16)]
+
+    def produce(slot: int) -> None:
+        for i in range(10_000):
+            event = {"provider": "openai", "idempotencyKey": f"{slot}-{i}"}
+            keys[slot].append(event["idempotencyKey"])
+            sender.submit(event)
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sender.flush(60)
+
+    assert len(ingest.store.events) == 160_000
+    assert set(ingest.store.events) == {key for slot in keys for key in slot}
+    assert all(count == 1 for count in ingest.store.arrivals.values())
+    assert sender.stats().delivered == 160_000
+
+
+def test_several_requests_are_in_flight_against_a_slow_ingest(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from ingest_fakes import slow
+
+    ingest.fault = slow(0.05)
+    sender = sender_for(ingest.url, senders, max_in_flight=4)
+    events = [make_event(i) for i in range(2000)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(20)
+
+    ingest.store.assert_exactly(events)
+    assert ingest.max_in_flight > 1
+
+
+def test_a_logging_handler_that_submits_cannot_deadlock_the_sender(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    ingest.then(status(503), status(503), status(400))
+    sender = sender_for(ingest.url, senders, max_queue_events=50)
+
+    class Resubmit(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sender.submit(make_event(0, feature="log-line"))
+
+    handler = Resubmit(level=logging.DEBUG)
+    package = logging.getLogger("traket")
+    package.addHandler(handler)
+    previous = package.level
+    package.setLevel(logging.DEBUG)
+    try:
+        for i in range(300):
+            sender.submit(make_event(i))
+        assert sender.flush(10)
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+    assert _holds(sender.stats())
+
+
+def test_on_error_that_raises_does_not_stop_delivery(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    def explode(failure: DeliveryFailure) -> None:
+        raise ValueError("callback bug")
+
+    ingest.then(status(400))
+    sender = sender_for(ingest.url, senders, on_error=explode)
+    first = make_event(0)
+    sender.submit(first)
+    assert sender.flush(5)
+    later = [make_event(i) for i in range(1, 5)]
+
+    for event in later:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(later)
+
+
+def test_expired_events_are_dropped_and_reported(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from traket._retry import RetryPolicy
+
+    failures: list[DeliveryFailure] = []
+    ingest.fault = status(503)
+    sender = sender_for(
+        ingest.url,
+        senders,
+        retry=RetryPolicy(initial_backoff=0.02, max_backoff=0.05, max_event_age=0.3),
+        on_error=failures.append,
+    )
+    event = make_event()
+    sender.submit(event)
+
+    assert sender.flush(5)
+    assert sender.stats().dropped["expired"] == 1
+    assert [(f.reason, f.events) for f in failures] == [("expired", (event,))]
+
+
+def test_the_write_key_never_reaches_logs_repr_or_on_error(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.then(status(503), status(400), status(401))
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+
+    with caplog.at_level(logging.DEBUG):
+        for batch in range(3):
+            sender.submit(make_event(batch))
+            sender.flush(5)
+        sender.shutdown(5)
+
+    seen = caplog.text + repr(sender) + repr(failures) + repr(sender.stats())
+    assert failures
+    assert WRITE_KEY not in seen
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 0},
+        {"batch_size": 101},
+        {"max_queue_events": 0},
+        {"flush_interval": -1},
+        {"request_timeout": float("nan")},
+        {"when_full": "drop_oldest"},
+    ],
+)
+def test_bad_settings_are_refused_by_name(options: dict[str, Any]) -> None:
+    transport = HttpTransport("https://traket.ai/x", WRITE_KEY)
+
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        BatchSender(transport, **options)
+
+
+def test_an_outage_costs_a_probe_per_backoff_not_a_request_per_batch(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from traket._retry import RetryPolicy
+
+    ingest.fault = status(503)
+    sender = sender_for(
+        ingest.url,
+        senders,
+        batch_size=10,
+        max_in_flight=4,
+        retry=RetryPolicy(initial_backoff=10, max_backoff=10),
+    )
+    for i in range(500):
+        sender.submit(make_event(i))
+
+    assert sender.flush(0.5) is False
+    assert 1 <= ingest.requests <= 4
+    assert sender.stats().pending == 500
+
+
+def test_the_queue_is_bounded_by_bytes_as_well_as_count(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    sender = sender_for(
+        silent_endpoint,
+        senders,
+        flush_interval=3600,
+        max_queue_events=1_000,
+        max_queue_bytes=20_000,
+    )
+
+    taken = [sender.submit(make_event(i, traceId="t" * 4_000)) for i in range(10)]
+
+    assert 3 <= taken.count(True) <= 5
+    assert taken == sorted(taken, reverse=True)  # the newest are the ones dropped
+    assert sender.stats().dropped["queue_full"] == taken.count(False)

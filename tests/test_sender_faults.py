@@ -1,0 +1,233 @@
+"""Faults injected on purpose: after each clears, every event is stored exactly once.
+
+The ingest stores events once per idempotency key, as the real one does; each test
+checks that what it holds equals what was submitted, byte for byte, so a key or a
+timestamp that changed on a retry would show up as a missing or extra event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from email.utils import formatdate
+
+import pytest
+from ingest_fakes import (
+    FakeIngest,
+    Fault,
+    RawIngest,
+    _http_server,
+    ingest,
+    make_event,
+    raw_ingest,
+    sender_for,
+    senders,
+    slow,
+    status,
+)
+
+from traket._sender import BatchSender, DeliveryFailure
+
+__all__ = ["_http_server", "ingest", "raw_ingest", "senders"]
+
+
+def _deliver(
+    url: str, made: list[BatchSender], count: int = 25, **options: object
+) -> tuple[BatchSender, list[dict[str, object]]]:
+    sender = sender_for(url, made, **options)  # type: ignore[arg-type]
+    events = [make_event(i) for i in range(count)]
+    for event in events:
+        assert sender.submit(event)
+    assert sender.flush(10)
+    return sender, events
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param([status(500), status(500)], id="500"),
+        pytest.param([status(503), status(502), status(504)], id="503"),
+        pytest.param([status(408)], id="408"),
+        pytest.param([status(429, retry_after="1")], id="429-seconds"),
+        pytest.param(
+            [status(429, retry_after=formatdate(time.time() + 2, usegmt=True))],
+            id="429-http-date",
+        ),
+        pytest.param([status(429, retry_after="86400000")], id="429-absurd"),
+        pytest.param([status(429, retry_after="0")] * 3, id="429-zero"),
+    ],
+)
+def test_retryable_answers_are_retried_until_stored_once(
+    ingest: FakeIngest, senders: list[BatchSender], faults: list[Fault]
+) -> None:
+    ingest.then(*faults)
+
+    sender, events = _deliver(ingest.url, senders, batch_size=100)
+
+    ingest.store.assert_exactly(events)
+    stats = sender.stats()
+    assert stats.delivered == len(events)
+    assert stats.retried == len(events) * len(faults)
+
+
+def test_a_server_slower_than_the_request_timeout_stores_each_event_once(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    ingest.then(slow(0.6))
+
+    sender, events = _deliver(ingest.url, senders, request_timeout=0.2)
+
+    deadline = time.monotonic() + 5  # the slow handler stores after the resend
+    while min(ingest.store.arrivals.values()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ingest.store.assert_exactly(events)
+    assert set(ingest.store.arrivals.values()) == {2}  # sent twice, stored once
+    assert sender.stats().retried == len(events)
+
+
+def test_a_connection_reset_is_retried(
+    raw_ingest: RawIngest, senders: list[BatchSender]
+) -> None:
+    raw_ingest.script.extend(["reset", "reset"])
+
+    sender, events = _deliver(raw_ingest.url, senders)
+
+    raw_ingest.store.assert_exactly(events)
+    assert sender.stats().retried == 2 * len(events)
+
+
+def test_a_batch_stored_before_the_connection_dropped_is_stored_once(
+    raw_ingest: RawIngest, senders: list[BatchSender]
+) -> None:
+    raw_ingest.script.append("store_then_drop")
+
+    sender, events = _deliver(raw_ingest.url, senders)
+
+    raw_ingest.store.assert_exactly(events)
+    assert all(count == 2 for count in raw_ingest.store.arrivals.values())
+    assert sender.stats().delivered == len(events)
+
+
+def test_413_splits_the_batch_and_drops_a_single_event_still_too_large(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.max_body = 3_000
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    events = [make_event(i) for i in range(40)]
+    too_big = make_event(99, traceId="t" * 5_000)  # under 32 KiB, over this ingest
+
+    for event in [*events[:20], too_big, *events[20:]]:
+        sender.submit(event)
+    assert sender.flush(10)
+
+    ingest.store.assert_exactly(events)
+    assert [(f.reason, f.events, f.status) for f in failures] == [
+        ("too_large", (too_big,), 413)
+    ]
+    assert sender.stats().dropped["too_large"] == 1
+    assert ingest.requests > 3  # split and resent, not given up on
+
+
+def test_400_is_reported_and_not_retried(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.then(status(400))
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    refused = [make_event(i) for i in range(3)]
+    for event in refused:
+        sender.submit(event)
+    assert sender.flush(5)
+    later = [make_event(i) for i in range(3, 10)]
+
+    for event in later:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(later)
+    assert ingest.requests == 2
+    assert [(f.reason, f.events, f.status) for f in failures] == [
+        ("malformed", tuple(refused), 400)
+    ]
+    assert "HTTP 400" in failures[0].detail
+
+
+def test_401_is_reported_loudly_once_and_not_retried(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.then(status(401), status(401))
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+
+    with caplog.at_level(logging.WARNING, logger="traket"):
+        for round_ in range(2):
+            sender.submit(make_event(round_))
+            assert sender.flush(5)
+    fixed = [make_event(i) for i in range(2, 6)]
+    for event in fixed:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(fixed)
+    assert ingest.requests == 3
+    assert [f.reason for f in failures] == ["unauthorized", "unauthorized"]
+    loud = [r for r in caplog.records if "write key" in r.getMessage()]
+    assert len(loud) == 1
+    assert loud[0].levelno == logging.WARNING
+    assert sender.stats().dropped["unauthorized"] == 2
+
+
+def test_a_2xx_that_rejects_some_events_reports_only_those(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.then(lambda events: ingest.accept(events, rejected=(1, 3)))
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    events = [make_event(i) for i in range(6)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    accepted = [e for i, e in enumerate(events) if i not in (1, 3)]
+    ingest.store.assert_exactly(accepted)
+    assert ingest.requests == 1
+    assert [(f.reason, f.events) for f in failures] == [
+        ("rejected", (events[1], events[3]))
+    ]
+    assert "usage.input_tokens" in failures[0].detail
+    stats = sender.stats()
+    assert (stats.delivered, stats.dropped["rejected"], stats.pending) == (4, 2, 0)
+
+
+def test_a_2xx_with_an_unreadable_body_counts_as_delivered(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from werkzeug import Response
+
+    def garbled(events: list[dict[str, object]]) -> Response:
+        ingest.accept(events)  # type: ignore[arg-type]
+        return Response("not json", status=202)
+
+    ingest.then(garbled)
+
+    sender, events = _deliver(ingest.url, senders)
+
+    ingest.store.assert_exactly(events)
+    assert ingest.requests == 1
+    assert sender.stats().delivered == len(events)
+
+
+def test_retries_keep_the_exact_bytes_of_each_event(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    ingest.then(status(503), status(503))
+
+    _deliver(ingest.url, senders, count=10, batch_size=100)
+
+    sent = [json.loads(body)["events"] for body in ingest.bodies]
+    assert sent[0] == sent[1] == sent[2]

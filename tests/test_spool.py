@@ -1,0 +1,200 @@
+"""The opt-in SQLite spool: written before submit returns, emptied only by delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from ingest_fakes import (
+    WRITE_KEY,
+    FakeIngest,
+    _http_server,
+    ingest,
+    make_event,
+    sender_for,
+    senders,
+    status,
+)
+
+from traket._sender import BatchSender, DeliveryFailure
+from traket._spool import Spool
+
+__all__ = ["_http_server", "ingest", "senders"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as conn:
+        return [json.loads(data) for (data,) in conn.execute("SELECT data FROM spool")]
+
+
+def test_an_event_is_on_disk_before_submit_returns(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    ingest.fault = status(503)
+    sender = sender_for(ingest.url, senders, spool_path=tmp_path / "spool.db")
+    event = make_event()
+
+    assert sender.submit(event)
+
+    assert _rows(tmp_path / "spool.db") == [event]
+
+
+def test_a_delivered_event_leaves_the_spool(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    sender = sender_for(ingest.url, senders, spool_path=tmp_path / "spool.db")
+    events = [make_event(i) for i in range(120)]
+
+    for event in events:
+        sender.submit(event)
+    assert sender.flush(5)
+
+    ingest.store.assert_exactly(events)
+    assert _rows(tmp_path / "spool.db") == []
+
+
+def test_the_next_process_sends_what_the_last_one_left(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.db"
+    ingest.fault = status(503)
+    first = sender_for(ingest.url, senders, spool_path=path)
+    events = [make_event(i) for i in range(10)]
+    for event in events:
+        first.submit(event)
+    assert first.shutdown(0.2) is False
+    assert len(_rows(path)) == 10  # kept on disk, not dropped
+
+    ingest.fault = None
+    second = sender_for(ingest.url, senders, spool_path=path)
+
+    assert second.flush(5)
+    ingest.store.assert_exactly(events)
+    assert _rows(path) == []
+    assert second.stats().delivered == 10
+
+
+def test_the_spool_is_bounded_and_its_drops_are_counted(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.fault = status(503)
+    sender = sender_for(
+        ingest.url,
+        senders,
+        spool_path=tmp_path / "spool.db",
+        max_queue_events=5,
+        on_error=failures.append,
+    )
+
+    taken = [sender.submit(make_event(i)) for i in range(8)]
+    sender.flush(0.1)
+
+    assert taken == [True] * 5 + [False] * 3
+    assert sender.stats().dropped["queue_full"] == 3
+    assert len(_rows(tmp_path / "spool.db")) == 5
+    assert sum(len(f.events) for f in failures if f.reason == "queue_full") == 3
+
+
+def test_an_event_refused_by_the_ingest_leaves_the_spool(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    ingest.then(status(400))
+    sender = sender_for(ingest.url, senders, spool_path=tmp_path / "spool.db")
+
+    sender.submit(make_event())
+    assert sender.flush(5)
+
+    assert sender.stats().dropped["malformed"] == 1
+    assert _rows(tmp_path / "spool.db") == []
+
+
+def test_spool_rows_survive_reopening(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", max_events=3)
+    rows = [spool.add(b'{"n":%d}' % i) for i in range(4)]
+    spool.remove([rows[0]])  # type: ignore[list-item]
+    spool.close()
+
+    again = Spool(tmp_path / "spool.db", max_events=3)
+
+    assert rows[3] is None
+    assert [data for _, data in again.load()] == [b'{"n":1}', b'{"n":2}']
+    assert len(again) == 2
+
+
+KILLED = f"""
+import sys, time
+from traket._retry import RetryPolicy
+from traket._sender import BatchSender
+from traket._transport import HttpTransport
+
+url, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sender = BatchSender(
+    HttpTransport(url, {WRITE_KEY!r}),
+    spool_path=path,
+    flush_interval=0.01,
+    retry=RetryPolicy(initial_backoff=0.02, max_backoff=0.05),
+)
+for i in range(count):
+    sender.submit({{"provider": "openai", "idempotencyKey": f"spooled-{{i}}"}})
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+RESTARTED = f"""
+import sys
+from traket._sender import BatchSender
+from traket._transport import HttpTransport
+
+url, path = sys.argv[1], sys.argv[2]
+sender = BatchSender(HttpTransport(url, {WRITE_KEY!r}), spool_path=path)
+print(sender.flush(10), sender.stats().delivered)
+"""
+
+
+def test_after_kill_9_during_an_outage_every_event_is_delivered_exactly_once(
+    ingest: FakeIngest, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "spool.db")
+    answered = 0
+
+    def up_then_down(events: list[dict[str, Any]]) -> Any:
+        nonlocal answered
+        answered += 1
+        return None if answered == 1 else status(503)(events)
+
+    ingest.fault = up_then_down
+    victim = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED), ingest.url, path, "450"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert victim.stdout is not None
+    assert victim.stdout.readline().strip() == "ready"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    assert len(_rows(Path(path))) >= 350  # the outage kept most of them on disk
+
+    ingest.fault = None
+    restarted = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RESTARTED), ingest.url, path],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+
+    assert restarted.stderr == ""
+    assert restarted.stdout.split()[0] == "True"
+    assert set(ingest.store.events) == {f"spooled-{i}" for i in range(450)}
+    assert _rows(Path(path)) == []

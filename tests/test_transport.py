@@ -1,0 +1,188 @@
+"""The HTTP transport: headers, TLS and proxies, one retry layer, no leaked key."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import requests
+from ingest_fakes import (
+    WRITE_KEY,
+    FakeIngest,
+    _http_server,
+    ingest,
+    make_event,
+    senders,
+    silent_endpoint,
+)
+
+from traket._errors import ConfigurationError
+from traket._transport import (
+    CallableTransport,
+    HttpTransport,
+    TransportError,
+    TransportResponse,
+)
+
+__all__ = ["_http_server", "ingest", "senders", "silent_endpoint"]
+
+
+def _body(*events: dict[str, Any]) -> bytes:
+    return json.dumps({"events": list(events)}).encode()
+
+
+def test_a_batch_is_posted_with_the_bearer_key_and_json_type(
+    ingest: FakeIngest,
+) -> None:
+    transport = HttpTransport(ingest.url, WRITE_KEY)
+
+    answer = transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert answer.status == 200
+    assert json.loads(answer.body)["accepted"] == 1
+    assert ingest.headers[0]["Authorization"] == f"Bearer {WRITE_KEY}"
+    assert ingest.headers[0]["Content-Type"] == "application/json"
+    assert "Content-Encoding" not in ingest.headers[0]
+
+
+def test_a_gzipped_body_says_so(ingest: FakeIngest) -> None:
+    transport = HttpTransport(ingest.url, WRITE_KEY)
+    event = make_event()
+
+    answer = transport.send(gzip.compress(_body(event)), gzipped=True, timeout=5)
+
+    assert answer.status == 200
+    assert ingest.headers[0]["Content-Encoding"] == "gzip"
+    ingest.store.assert_exactly([event])
+
+
+def test_an_error_status_is_an_answer_not_an_exception(ingest: FakeIngest) -> None:
+    transport = HttpTransport(ingest.url, "wrong-key")
+
+    assert transport.send(_body(make_event()), gzipped=False, timeout=5).status == 401
+
+
+def test_a_network_error_is_a_chained_transport_error_without_the_key() -> None:
+    transport = HttpTransport("http://127.0.0.1:9/events", WRITE_KEY)
+
+    with pytest.raises(TransportError) as caught:
+        transport.send(b"{}", gzipped=False, timeout=1)
+
+    assert isinstance(caught.value.__cause__, requests.RequestException)
+    assert WRITE_KEY not in str(caught.value)
+
+
+def test_a_timeout_is_a_transport_error(silent_endpoint: str) -> None:
+    transport = HttpTransport(silent_endpoint, WRITE_KEY)
+
+    with pytest.raises(TransportError):
+        transport.send(b"{}", gzipped=False, timeout=0.2)
+
+
+def test_the_write_key_is_not_in_the_repr() -> None:
+    transport = HttpTransport("https://traket.ai/api/v1/usage/events", WRITE_KEY)
+
+    assert WRITE_KEY not in repr(transport)
+    assert WRITE_KEY not in repr(vars(transport).get("endpoint"))
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://traket.ai/api/v1/usage/events",
+        "http://10.0.0.5:8080/events",
+        "http://localhost.example.com/events",
+    ],
+)
+def test_plain_http_to_a_remote_host_is_refused(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError, match="allow_insecure_http"):
+        HttpTransport(endpoint, WRITE_KEY)
+
+
+def test_plain_http_to_a_remote_host_is_allowed_when_asked() -> None:
+    transport = HttpTransport(
+        "http://10.0.0.5:8080/events", WRITE_KEY, allow_insecure_http=True
+    )
+
+    assert transport.endpoint == "http://10.0.0.5:8080/events"
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:8000/events",
+        "http://127.8.0.1/events",
+        "http://localhost:8000/events",
+        "http://[::1]:8000/events",
+        "https://traket.ai/api/v1/usage/events",
+    ],
+)
+def test_https_and_loopback_http_are_accepted(endpoint: str) -> None:
+    assert HttpTransport(endpoint, WRITE_KEY).endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["ftp://traket.ai/x", "traket.ai/events", "https://", "https://u:p@h/x"]
+)
+def test_a_malformed_endpoint_is_refused(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError, match="endpoint"):
+        HttpTransport(endpoint, WRITE_KEY)
+
+
+def test_an_empty_write_key_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="write_key"):
+        HttpTransport("https://traket.ai/x", "")
+
+
+def test_tls_is_verified_proxies_come_from_the_environment_and_nothing_retries() -> (
+    None
+):
+    transport = HttpTransport("https://traket.ai/api/v1/usage/events", WRITE_KEY)
+    session: requests.Session = transport._session
+
+    assert session.verify is True
+    assert session.trust_env is True
+    for url in ("https://traket.ai/", "http://127.0.0.1/"):
+        adapter = session.get_adapter(url)
+        assert isinstance(adapter, requests.adapters.HTTPAdapter)
+        assert adapter.max_retries.total == 0
+
+
+def test_reset_gives_a_new_session() -> None:
+    transport = HttpTransport("https://traket.ai/x", WRITE_KEY)
+    before = transport._session
+
+    transport.reset()
+
+    assert transport._session is not before
+
+
+def test_a_callable_transport_answer_is_a_200_with_that_body() -> None:
+    calls: list[tuple[str, Mapping[str, str], bytes]] = []
+
+    def legacy(url: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
+        calls.append((url, headers, body))
+        return {"accepted": 1}
+
+    transport = CallableTransport(legacy, "https://traket.ai/x", WRITE_KEY)
+    answer = transport.send(b'{"events":[]}', gzipped=False, timeout=1)
+
+    assert answer == TransportResponse(200, {}, b'{"accepted": 1}')
+    assert calls[0][0] == "https://traket.ai/x"
+    assert calls[0][1]["Authorization"] == f"Bearer {WRITE_KEY}"
+    assert calls[0][2] == b'{"events":[]}'
+    assert WRITE_KEY not in repr(transport)
+
+
+def test_a_callable_transport_that_raises_is_a_transport_error() -> None:
+    def legacy(url: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
+        raise RuntimeError("Traket ingest failed with 503")
+
+    transport = CallableTransport(legacy, "https://traket.ai/x", WRITE_KEY)
+
+    with pytest.raises(TransportError) as caught:
+        transport.send(b"{}", gzipped=False, timeout=1)
+    assert isinstance(caught.value.__cause__, RuntimeError)
