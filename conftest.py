@@ -13,11 +13,11 @@ def _isolated_traket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("TRAKET_WRITE_KEY", "TRAKET_ENDPOINT", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     yield
-    from traket import _client
+    from traket import _client, _sender
 
-    previous = _client.swap_default(None)
-    if previous is not None:
-        previous.shutdown(timeout=1.0)
+    _client.swap_default(None)
+    for sender in list(_sender._senders):
+        sender.shutdown(timeout=1.0)
     try:
         from traket._instrument import uninstrument
     except ImportError:  # the instrumentation is optional for some test runs

@@ -188,6 +188,19 @@ def test_the_0_1_0_transport_callable_still_works() -> None:
     assert json.loads(body)["events"][0]["provider"] == "openai"
 
 
+def test_a_0_1_0_transport_callable_gets_plain_json_even_with_gzip_on() -> None:
+    bodies: list[bytes] = []
+
+    def transport(url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        bodies.append(body)
+        return {"accepted": 1, "duplicates": 0, "rejected": []}
+
+    margins = create_margins(write_key=WRITE_KEY, transport=transport, gzip=True)
+    margins.track({"provider": "openai"})
+    assert margins.flush(timeout=5)
+    assert json.loads(bodies[0])["events"][0]["provider"] == "openai"
+
+
 def test_the_write_key_stays_out_of_repr() -> None:
     margins = create_margins(write_key=WRITE_KEY, transport=InMemoryTransport())
     assert WRITE_KEY not in repr(margins)

@@ -159,12 +159,14 @@ class Margins:
         self.flush_interval_ms = _positive("flush_interval_ms", flush_interval_ms, 1000)
         self.estimate_cost = estimate_cost
         self.openai = OpenAITracker(self)
+        carrier = self._make_transport(transport, allow_insecure_http)
         self._sender = BatchSender(
-            self._make_transport(transport, allow_insecure_http),
+            carrier,
             batch_size=self.batch_size,
             flush_interval=self.flush_interval_ms / 1000,
             on_error=on_error,
-            gzip=gzip,
+            # A 0.1.0 transport callable expects the JSON body itself.
+            gzip=gzip and not isinstance(carrier, CallableTransport),
             spool_path=spool_path,
             **sender_options,
         )
