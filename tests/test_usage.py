@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from traket._usage import normalize_openai_usage
-from traket._usage import usage_from_openai
+from traket._usage import normalize_openai_usage, usage_from_openai
 
 
 def test_responses_usage_objects_are_read_by_attribute() -> None:
