@@ -567,3 +567,37 @@ def test_the_queue_is_bounded_by_bytes_as_well_as_count(
     assert 3 <= taken.count(True) <= 5
     assert taken == sorted(taken, reverse=True)  # the newest are the ones dropped
     assert sender.stats().dropped["queue_full"] == taken.count(False)
+
+
+def test_events_waiting_out_an_outage_are_compacted_and_delivered_unchanged(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    from traket._retry import RetryPolicy
+
+    ingest.fault = status(503)
+    sender = sender_for(
+        ingest.url,
+        senders,
+        batch_size=10,
+        max_in_flight=2,
+        retry=RetryPolicy(initial_backoff=0.3, max_backoff=0.3),
+    )
+    events = [make_event(i) for i in range(300)]
+    for event in events:
+        sender.submit(dict(event))
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with sender._lock:
+            queued = list(sender._queue)
+        compacted = [item for item in queued if item.event is None]
+        if len(compacted) >= len(queued) - 20:
+            break
+        time.sleep(0.02)
+    assert len(compacted) >= len(queued) - 20 > 0
+    assert all(item.data for item in compacted)
+
+    ingest.fault = None
+    assert sender.flush(10) is True
+    ingest.store.assert_exactly(events)
+    assert _holds(sender.stats())

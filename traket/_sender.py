@@ -131,7 +131,12 @@ class DeliveryFailure:
 
 
 class _Item:
-    """One queued event with what the sender needs to account for it."""
+    """One queued event with what the sender needs to account for it.
+
+    While it waits through an outage, a worker compacts it: `data` (its JSON) is set
+    and then `event` cleared, in that order, so a reader that finds `event` gone
+    finds `data` set. `event_of` gives the event back either way.
+    """
 
     __slots__ = ("born", "data", "event", "row", "seq", "size")
 
@@ -145,11 +150,20 @@ class _Item:
         row: int | None = None,
     ) -> None:
         self.seq = seq
-        self.event = event
+        self.event: dict[str, Any] | None = event
         self.size = size
         self.born = born
         self.data = data
         self.row = row
+
+
+def event_of(item: _Item) -> dict[str, Any]:
+    """Return the wire event of `item`, decoding it when it was compacted."""
+    event = item.event
+    if event is None:
+        decoded: dict[str, Any] = json.loads(item.data or b"{}")
+        return decoded
+    return event
 
 
 class _Batch:
@@ -392,6 +406,7 @@ class BatchSender:
         self._parked: list[_Batch] = []
         self._inflight: set[_Batch] = set()
         self._seq = 0
+        self._compact_mark = 0  # queued items below this seq were compacted
         self._pending = 0
         self._delivered = 0
         self._retried = 0
@@ -428,7 +443,9 @@ class BatchSender:
             if not self._has_room(size) and not self._wait_for_room(size):
                 self._drop_at_door(event, "shutdown" if self._closed else "queue_full")
                 return False
-            self._append(_Item(self._seq, event, size, born))
+            more = self._append(_Item(self._seq, event, size, born))
+        if more:
+            self._spawn_worker()
         return True
 
     def _submit_spooled(self, event: dict[str, Any]) -> bool:
@@ -450,7 +467,9 @@ class BatchSender:
             if row is not None and (
                 self._has_room(len(data)) or self._wait_for_room(0)
             ):
-                self._append(_Item(self._seq, event, len(data), born, data, row))
+                item = _Item(self._seq, event, len(data), born, data, row)
+                if self._append(item):
+                    self._spawn_worker()
                 return True
             self._drop_at_door(event, "shutdown" if self._closed else "queue_full")
         if row is not None:
@@ -473,14 +492,26 @@ class BatchSender:
             return False
         return self._space.wait_for(lambda: self._has_room(size), self._block_timeout)
 
-    def _append(self, item: _Item) -> None:
+    def _append(self, item: _Item) -> bool:
+        """Queue `item`; under the lock. True when a worker should be added.
+
+        Every full batch wakes a worker. A backlog of two batches with no idle
+        worker (all of them waiting on a slow ingest) asks for one more, which
+        sends in parallel or, in an outage, compacts the waiting events.
+        """
         self._seq += 1
         self._pending += 1
         self._queue.append(item)
         self._queued_bytes += item.size
         queued = len(self._queue)
-        if queued == 1 or queued == self._batch_size:
-            self._wake.notify()
+        if queued != 1 and queued % self._batch_size:
+            return False
+        self._wake.notify()
+        return (
+            queued >= 2 * self._batch_size
+            and self._idle == 0
+            and len(self._workers) < self._max_in_flight
+        )
 
     def _drop_at_door(self, event: dict[str, Any], reason: DropReason) -> None:
         """Count an event refused by submit; under the lock, so no logging here."""
@@ -655,6 +686,7 @@ class BatchSender:
                 if batch is None:
                     if self._stopping:
                         return
+                    self._compact()
                 else:
                     try:
                         self._process(batch, None)
@@ -706,7 +738,7 @@ class BatchSender:
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 if worker:
-                    if self._door_counts:
+                    if self._door_counts or self._backlog_to_compact():
                         return None
                     self._idle += 1
                     try:
@@ -742,6 +774,36 @@ class BatchSender:
         if self._block:
             self._space.notify(len(items))
         return _Batch(items)
+
+    def _backlog_to_compact(self) -> bool:
+        """Tell whether two batches' worth of queued events wait uncompacted; locked."""
+        if not self._queue:
+            return False
+        first = max(self._compact_mark, self._queue[0].seq)
+        return self._queue[-1].seq - first + 1 >= 2 * self._batch_size
+
+    def _compact(self) -> None:
+        """Swap waiting events for their JSON bytes, which take a third the memory.
+
+        Runs on a worker with no batch to send (the ingest is down or slow), without
+        the lock: only `data` and `event` of each item change, in the order
+        `_Item` documents.
+        """
+        with self._lock:
+            mark = self._compact_mark
+            items = [item for item in self._queue if item.seq >= mark]
+            if items:
+                self._compact_mark = items[-1].seq + 1
+        for item in items:
+            event = item.event
+            if event is None:
+                continue
+            if item.data is None:
+                try:
+                    item.data = _serialize(event)
+                except (TypeError, ValueError):
+                    continue  # left whole; the send path drops it as malformed
+            item.event = None
 
     def _time_to_work(self, now: float) -> float:
         wait = _IDLE_WAKE
@@ -779,13 +841,18 @@ class BatchSender:
         too_large: list[tuple[_Item, int]] = []
         sendable: list[tuple[_Item, int]] = []
         for item in batch.items:
-            if item.data is None:
-                try:
-                    item.data = _serialize(item.event)
-                except (TypeError, ValueError):
-                    malformed.append(item)
-                    continue
-            length = len(item.data)
+            data = item.data
+            if data is None:
+                event = item.event
+                if event is None:  # compacted since `data` was read
+                    data = item.data or b""
+                else:
+                    try:
+                        data = item.data = _serialize(event)
+                    except (TypeError, ValueError):
+                        malformed.append(item)
+                        continue
+            length = len(data)
             if length > self._max_event_bytes:
                 too_large.append((item, length))
             else:
@@ -1001,7 +1068,9 @@ class BatchSender:
         if not quiet:
             self._drop_log.note(reason, len(items))
         self._call_on_error(
-            DeliveryFailure(reason, tuple(item.event for item in items), status, detail)
+            DeliveryFailure(
+                reason, tuple(event_of(item) for item in items), status, detail
+            )
         )
 
     def _call_on_error(self, failure: DeliveryFailure) -> None:
