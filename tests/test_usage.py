@@ -106,3 +106,33 @@ def test_wire_shaped_usage_takes_the_fast_path_and_stays_equal() -> None:
     assert copy_wire_usage({**wire, "extra": 1}) is None
     assert copy_wire_usage({**wire, "input_tokens": True}) is None
     assert copy_wire_usage({**wire, "input_tokens": -1}) is None
+
+
+def test_pydantic_usage_is_read_from_fields_and_extras() -> None:
+    import pydantic
+
+    class Details(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        cached_tokens: int | None = None
+
+    class ChatUsage(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        prompt_tokens: int
+        completion_tokens: int
+        prompt_tokens_details: Details | None = None
+
+    usage = ChatUsage.model_validate(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 40},
+            "cache_creation_input_tokens": 30,
+        }
+    )
+    assert usage_from_openai(usage) == {
+        "input_tokens": 100,
+        "input_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 30},
+        "output_tokens": 7,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 107,
+    }

@@ -15,12 +15,26 @@ Usage = dict[str, Any]
 _MISSING = object()
 
 
-def _get(source: Any, key: str) -> Any:
+def read_field(source: Any, key: str) -> Any:
+    """Read `key` from a mapping, a pydantic model or any object; None if absent.
+
+    A pydantic model answers a missing attribute by building and raising an error,
+    which costs microseconds; its fields and extras are looked up directly instead.
+    """
     if type(source) is dict or isinstance(source, Mapping):
         return source.get(key)
     if source is None:
         return None
+    if hasattr(type(source), "__pydantic_fields__"):
+        values = getattr(source, "__dict__", None) or {}
+        if key in values:
+            return values[key]
+        extra = getattr(source, "__pydantic_extra__", None)
+        return extra.get(key) if extra else None
     return getattr(source, key, None)
+
+
+_get = read_field
 
 
 def _count(value: Any) -> int | None:
