@@ -18,8 +18,6 @@ def _isolated_traket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _client.swap_default(None)
     for sender in list(_sender._senders):
         sender.shutdown(timeout=1.0)
-    try:
-        from traket._instrument import uninstrument
-    except ImportError:  # the instrumentation is optional for some test runs
-        return
+    from traket._instrument import uninstrument
+
     uninstrument()

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ingest_fakes import (
 
 from traket._sender import BatchSender, DeliveryFailure
 from traket._spool import Spool
+from traket._transport import HttpTransport
 
 __all__ = ["_http_server", "ingest", "senders"]
 
@@ -198,3 +200,30 @@ def test_after_kill_9_during_an_outage_every_event_is_delivered_exactly_once(
     assert restarted.stdout.split()[0] == "True"
     assert set(ingest.store.events) == {f"spooled-{i}" for i in range(450)}
     assert _rows(Path(path)) == []
+
+
+def test_a_spooled_backlog_adds_workers_without_deadlocking(
+    ingest: FakeIngest, tmp_path: Path
+) -> None:
+    from traket._retry import RetryPolicy
+
+    ingest.fault = status(503)
+    sender = BatchSender(
+        HttpTransport(ingest.url, WRITE_KEY),
+        spool_path=str(tmp_path / "spool.db"),
+        batch_size=10,
+        retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.05),
+    )
+    done = threading.Event()
+
+    def submit_many() -> None:
+        for i in range(300):
+            sender.submit({"provider": "openai", "idempotencyKey": f"backlog-{i}"})
+        done.set()
+
+    threading.Thread(target=submit_many, daemon=True).start()
+    assert done.wait(10), "submit blocked while a backlog built up"
+    ingest.fault = None
+    assert sender.flush(10) is True
+    assert set(ingest.store.events) == {f"backlog-{i}" for i in range(300)}
+    sender.shutdown(1)

@@ -12,28 +12,29 @@ Events are batched and delivered in the background; prompts, outputs, headers an
 keys never leave the process.
 """
 
-# INTERIM while modules are being written in parallel; replaced at integration.
-try:
-    from ._client import (
-        DEFAULT_ENDPOINT,
-        Margins,
-        OpenAITracker,
-        aflush,
-        configure,
-        create_margins,
-        createMargins,
-        flush,
-        get_client,
-    )
-    from ._errors import ConfigurationError, InvalidEventError, TraketError
-    from ._instrument import instrument, uninstrument
-    from ._scope import Attribution, attribute, carry_attribution
-    from ._sender import DeliveryFailure, DeliveryStats
-    from ._usage import normalize_openai_usage
-except ImportError:  # pragma: no cover
-    pass
+import logging
+
+from ._client import (
+    DEFAULT_ENDPOINT,
+    Margins,
+    OpenAITracker,
+    aflush,
+    configure,
+    create_margins,
+    createMargins,
+    flush,
+    get_client,
+)
+from ._errors import ConfigurationError, InvalidEventError, TraketError
+from ._instrument import instrument, uninstrument
+from ._scope import Attribution, attribute, carry_attribution
+from ._sender import DeliveryFailure, DeliveryStats
+from ._usage import normalize_openai_usage
 
 __version__ = "0.2.0"
+
+# A library logs; the application decides where it goes.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Attribution",

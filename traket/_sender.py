@@ -463,15 +463,19 @@ class BatchSender:
         assert self._spool is not None
         row = self._spool.add(data) if not self._closed else None
         born = time.monotonic()
+        more = None
         with self._lock:
             if row is not None and (
                 self._has_room(len(data)) or self._wait_for_room(0)
             ):
                 item = _Item(self._seq, event, len(data), born, data, row)
-                if self._append(item):
-                    self._spawn_worker()
-                return True
-            self._drop_at_door(event, "shutdown" if self._closed else "queue_full")
+                more = self._append(item)
+            else:
+                self._drop_at_door(event, "shutdown" if self._closed else "queue_full")
+        if more is not None:
+            if more:
+                self._spawn_worker()  # takes the lock itself: never under it
+            return True
         if row is not None:
             self._spool.remove([row])
         return False
