@@ -16,6 +16,7 @@ PUBLIC = {
     "InvalidEventError",
     "Margins",
     "OpenAITracker",
+    "RetryPolicy",
     "TraketError",
     "__version__",
     "aflush",

@@ -177,7 +177,7 @@ def test_401_is_reported_loudly_once_and_not_retried(
     assert [f.reason for f in failures] == ["unauthorized", "unauthorized"]
     loud = [r for r in caplog.records if "write key" in r.getMessage()]
     assert len(loud) == 1
-    assert loud[0].levelno == logging.WARNING
+    assert loud[0].levelno == logging.ERROR
     assert sender.stats().dropped["unauthorized"] == 2
 
 

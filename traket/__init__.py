@@ -27,6 +27,7 @@ from ._client import (
 )
 from ._errors import ConfigurationError, InvalidEventError, TraketError
 from ._instrument import instrument, uninstrument
+from ._retry import RetryPolicy
 from ._scope import Attribution, attribute, carry_attribution
 from ._sender import DeliveryFailure, DeliveryStats
 from ._usage import normalize_openai_usage
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidEventError",
     "Margins",
     "OpenAITracker",
+    "RetryPolicy",
     "TraketError",
     "__version__",
     "aflush",

@@ -982,7 +982,7 @@ class BatchSender:
             if not self._warned_unauthorized:
                 self._warned_unauthorized = loud = True
         if loud:
-            logger.warning(
+            logger.error(
                 "traket ingest refused the write key (HTTP %d); events are dropped "
                 "until the key is fixed (check TRAKET_WRITE_KEY)",
                 response.status,
