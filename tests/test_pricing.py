@@ -428,6 +428,39 @@ def test_the_callers_own_cost_always_wins(engine: CostEngine) -> None:
     assert attach_estimate(own, engine=engine) is own
 
 
+def test_the_callers_own_cost_wins_even_over_inconsistent_usage(
+    engine: CostEngine,
+) -> None:
+    own = event(
+        "o3",
+        10,
+        0,
+        5,
+        9,  # reasoning above output: the usage cannot be split
+        cost={"amount": 0.25, "currency": "usd", "source": "manual_override"},
+    )
+
+    result = engine.estimate(own)
+
+    assert (result.status, result.amount, result.source) == (
+        "recorded",
+        Decimal("0.25"),
+        "manual_override",
+    )
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("inf"), True, "lots"])
+def test_a_recorded_amount_that_is_not_money_is_not_taken(
+    engine: CostEngine, amount: Any
+) -> None:
+    # Not a cost at all, so the event is estimated: 0.00261, as above.
+    broken = event("gpt-4o-2024-08-06", 1220, 1152, 100, cost={"amount": amount})
+
+    result = engine.estimate(broken)
+
+    assert (result.status, result.amount) == ("estimate", Decimal("0.00261"))
+
+
 def test_an_estimate_says_so_and_names_its_price_version(engine: CostEngine) -> None:
     original = event("gpt-4o-2024-08-06", 1220, 1152, 100)
 
@@ -477,6 +510,79 @@ def test_module_function_uses_the_default_engine() -> None:
     assert estimate_cost(event("gpt-4o-2024-08-06", 1220, 1152, 100)).amount == (
         Decimal("0.00261")
     )
+
+
+# create_margins(estimate_cost=True) ---------------------------------------------
+
+
+def sent_through_client(estimate: bool | None, *events: dict[str, Any]) -> list[Any]:
+    """Track `events` with a real client and return what went on the wire."""
+    from traket import create_margins
+    from traket.testing import InMemoryTransport
+
+    transport = InMemoryTransport()
+    options: dict[str, Any] = {"write_key": "wk_test_pricing", "transport": transport}
+    if estimate is not None:
+        options["estimate_cost"] = estimate
+    margins = create_margins(**options)
+    try:
+        margins.track_batch(events=list(events))
+        assert margins.flush(timeout=5)
+    finally:
+        margins.shutdown(timeout=5)
+    return sorted(transport.events, key=lambda e: e["idempotencyKey"])
+
+
+def test_estimate_cost_puts_the_labelled_estimate_on_the_wire() -> None:
+    # gpt-4o-2024-08-06 on 2025-08-07: (68 * 2.50 + 1152 * 1.25 + 100 * 10) / 1e6
+    priced = event("gpt-4o-2024-08-06", 1220, 1152, 100, idempotencyKey="a")
+    unknown = event("my-llama-70b", 1000, 0, 100, idempotencyKey="b")
+    no_usage = event("gpt-4o-2024-08-06", None, idempotencyKey="c")
+
+    wire = sent_through_client(True, priced, unknown, no_usage)
+
+    assert wire[0]["cost"] == {
+        "amount": 0.00261,
+        "currency": "usd",
+        "source": "estimate",
+        "priceVersion": f"genai-prices {VERSION} @ 2025-08-07",
+        "metadata": {
+            "pricedAs": "openai/gpt-4o",  # genai-prices lists the snapshot
+            "match": "exact",
+            "uncachedInAmount": 0.00017,
+            "cachedInAmount": 0.00144,
+            "cacheWriteAmount": 0.0,
+            "outAmount": 0.001,
+        },
+    }
+    # Never $0 for what has no price: no cost at all.
+    assert "cost" not in wire[1]
+    assert "cost" not in wire[2]
+
+
+def test_estimate_cost_keeps_the_callers_own_cost() -> None:
+    own = event(
+        "gpt-4o-2024-08-06",
+        1220,
+        1152,
+        100,
+        cost={"amount": 0.42, "currency": "usd", "source": "manual_override"},
+    )
+
+    (wire,) = sent_through_client(True, own)
+
+    assert wire["cost"] == {
+        "amount": 0.42,
+        "currency": "usd",
+        "source": "manual_override",
+    }
+
+
+@pytest.mark.parametrize("estimate", [None, False])
+def test_no_cost_goes_on_the_wire_unless_asked(estimate: bool | None) -> None:
+    (wire,) = sent_through_client(estimate, event("gpt-4o-2024-08-06", 1220, 1152, 100))
+
+    assert "cost" not in wire
 
 
 def test_pricing_imports_without_genai_prices_and_says_what_is_missing() -> None:
@@ -587,6 +693,23 @@ def test_the_price_file_maps_azure_deployments(file_engine: CostEngine) -> None:
     assert result.amount == Decimal("0.00261")
 
 
+def test_the_default_engine_reads_the_price_file_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traket._pricing import _engine
+
+    path = tmp_path / "prices.toml"
+    path.write_text(PRICE_FILE)
+    monkeypatch.setenv("TRAKET_PRICES", str(path))
+    monkeypatch.setattr(_engine, "_default", None)
+
+    # (1000 * 0.60 + 500 * 0.80) / 1e6 = 0.001, from the file
+    sent = attach_estimate(event("my-llama-70b", 1000, 0, 500))
+
+    assert sent["cost"]["amount"] == pytest.approx(0.001)
+    assert sent["cost"]["priceVersion"] == "prices.toml:my-llama-70b @ 2025-08-07"
+
+
 def test_the_price_file_may_be_json(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
     path.write_text(
@@ -619,6 +742,10 @@ def test_the_price_file_may_be_json(tmp_path: Path) -> None:
         ),
         ('[[prices]]\nmodel = "m"\ninput = 1\n', "unknown keys ['input']"),
         ("price = 1\n", "unknown keys ['price']"),
+        (
+            '[[prices]]\nmodel = "m"\ninput_per_mtok = 1\neffective_from = "soon"\n',
+            "prices[0].effective_from: expected a date",
+        ),
         ("[[prices]\n", "is not valid"),
     ],
 )
@@ -677,3 +804,48 @@ def test_an_offset_that_crosses_midnight_prices_the_utc_date(
     late = {**event("o3", 1000, 0, 0), "occurredAt": "2025-06-09T23:30:00-01:00"}
 
     assert engine.estimate(late).amount == Decimal("0.002")
+
+
+# End to end: a recorded response that reports its service tier -----------------
+
+
+@pytest.mark.fixtures
+def test_a_recorded_priority_response_is_priced_at_priority_rates() -> None:
+    import openai
+    from recordings import recording
+
+    from examples.replay import ReplayServer
+    from traket import create_margins
+    from traket._instrument import instrument, uninstrument
+    from traket.testing import InMemoryTransport
+
+    # The response reports "service_tier": "priority", gpt-5-2025-08-07, 8 input
+    # and 82 output tokens (64 of them reasoning). gpt-5 priority: $2.50 input,
+    # $20 output per million: (8 * 2.50 + 82 * 20) / 1e6 = 0.00166, twice the
+    # standard (8 * 1.25 + 82 * 10) / 1e6 = 0.00083.
+    rec = recording("chat_reasoning_gpt5_service_tier")
+    transport = InMemoryTransport()
+    margins = create_margins(
+        write_key="wk_test_pricing", transport=transport, estimate_cost=True
+    )
+    with ReplayServer() as server:
+        server.respond_with(rec)
+        client = openai.OpenAI(
+            base_url=server.base_url, api_key="test-key", max_retries=0
+        )
+        # The replay server is not api.openai.com: name the provider it stands for.
+        instrument(client, {"provider": "openai"}, margins=margins)
+        try:
+            client.chat.completions.create(
+                model="gpt-5", messages=[{"role": "user", "content": "hello"}]
+            )
+        finally:
+            uninstrument(client)
+    assert margins.flush(timeout=5)
+    margins.shutdown(timeout=5)
+
+    (sent,) = transport.events
+    assert sent["metadata"]["service_tier"] == "priority"
+    assert sent["cost"]["amount"] == pytest.approx(0.00166)
+    assert sent["cost"]["metadata"]["serviceTier"] == "priority"
+    assert CostEngine().estimate(sent | {"cost": None}).amount == Decimal("0.00166")

@@ -18,10 +18,17 @@ from typing import Any
 import pytest
 import report_dataset
 from click.testing import CliRunner
+from rich.console import Console
 
 from traket._local import cli
 from traket._local._html import render_html
-from traket._local._render import event_rows, render_csv, report_to_dict
+from traket._local._render import (
+    event_rows,
+    money,
+    render_csv,
+    render_table,
+    report_to_dict,
+)
 from traket._local._report import (
     Filters,
     Report,
@@ -206,12 +213,162 @@ def test_filters_slice_by_customer_feature_and_period(db: Path) -> None:
     acme = report_for(db, revenue=report_dataset.REVENUE, customer="acme")
     chat = report_for(db, feature="chat")
     second = report_for(db, since=date(2025, 8, 2), until=date(2025, 8, 2))
-    prod = report_for(db, environment="staging")
+    staging = report_for(db, environment="staging")
+    production = report_for(db, environment="production")
 
     assert [(r.customer, r.margin) for r in acme.customers] == [("acme", D("-0.01486"))]
     assert chat.total.cost == D("0.56361")
     assert (second.total.events, second.total.cost) == (3, D("0.062775"))
-    assert prod.total.events == 0
+    assert staging.total.events == 0
+    assert (production.total.events, production.total.cost) == (9, D("0.582135"))
+
+
+# Display ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "places", "shown"),
+    [
+        ("0.0000099", 4, "$0.0000099"),  # never "$0.0000" for a priced cost
+        ("0.000525", 4, "$0.00053"),  # at least two significant digits
+        ("0.50336", 4, "$0.5034"),
+        ("1234.5", 2, "$1,234.50"),
+        ("-0.01486", 2, "-$0.015"),
+        ("0.01", 2, "$0.01"),  # exact at two places: no more digits
+        ("0.0050", 4, "$0.0050"),
+        ("0", 4, "$0.00"),  # zero tokens cost exactly zero
+        ("1E-14", 4, "<$0.0000000001"),
+    ],
+)
+def test_money_shows_small_amounts_with_significant_digits(
+    amount: str, places: int, shown: str
+) -> None:
+    assert money(D(amount), places) == shown
+
+
+def test_money_without_a_cost_is_a_dash_and_names_other_currencies() -> None:
+    assert money(None) == "-"
+    assert money(D("0.0000099"), 4, "eur") == "0.0000099 EUR"
+
+
+# (22 * 0.15 + 11 * 0.60) / 1e6 = 0.0000099: a real gpt-4o-mini chat call.
+TINY = report_dataset.events()[7] | {
+    "idempotencyKey": "tiny",
+    "externalCustomerId": "acme",
+    "feature": "chat",
+    "usage": {"input_tokens": 22, "output_tokens": 11},
+}
+
+
+def test_a_tiny_cost_is_never_printed_as_zero_in_any_output() -> None:
+    report = build_report([TINY], engine=CostEngine())
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+    table = console.file.getvalue()  # type: ignore[attr-defined]
+    page = render_html(report)
+
+    assert report.total.cost == D("0.0000099")
+    assert "$0.0000 " not in table
+    assert "$0.0000\n" not in table
+    assert table.count("$0.0000099") >= 6  # header, customer, feature, pair, ...
+    assert "$0.0000<" not in page
+    assert '<strong id="total-cost">$0.0000099</strong>' in page
+    assert '"labels":{"days":["$0.0000099"]' in page
+
+
+def test_the_cli_shows_a_tiny_cost_and_its_parts_uncut(tmp_path: Path) -> None:
+    db = tmp_path / "tiny.sqlite3"
+    with EventStore(db) as store:
+        store.insert_batch([TINY])
+
+    table = run("events", "--db", str(db), env={"COLUMNS": "80"}).output
+
+    # 22 * 0.15 / 1e6 = 0.0000033 input, 11 * 0.60 / 1e6 = 0.0000066 output
+    for amount in ("$0.0000099", "$0.0000033", "$0.0000066"):
+        assert amount in table
+    assert "\u2026" not in table
+    assert "$0.0000 " not in table
+    # An 80-column terminal folds names but never cuts a number short.
+    report = run("report", "--db", str(db), env={"COLUMNS": "80"}).output
+    assert "\u2026" not in report
+    assert report.count("$0.0000099") == 6  # total, customer, feature, pair, ...
+
+
+def test_groups_without_usage_show_no_tokens_not_zero(db: Path) -> None:
+    report = report_for(db)
+    data = report_to_dict(report)
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+    table = console.file.getvalue()  # type: ignore[attr-defined]
+
+    # ev6 (initech, chat, gpt-4o) is a failed call without usage.
+    pair = next(r for r in data["customerFeatures"] if r["customer"] == "initech")
+    assert (pair["feature"], pair["inputTokens"]) == ("chat", 2000)  # o3 only
+    model = next(r for r in data["models"] if r["servedModel"] == "gpt-4o-2024-08-06")
+    assert model["inputTokens"] == 12220  # 1220 + 10000 + 1000; ev6 has none
+    alone = build_report(
+        [e for e in report_dataset.events() if e["idempotencyKey"] == "ev6"]
+    )
+    only = report_to_dict(alone)
+    assert only["customers"][0]["inputTokens"] is None
+    assert only["totals"]["outputTokens"] is None
+    assert only["totals"]["cost"] is None
+    assert "without usage" in table
+
+
+def test_a_report_with_nothing_priced_shows_no_cost_not_zero() -> None:
+    unknown = [
+        e for e in report_dataset.events() if e["idempotencyKey"] in ("ev5", "ev6")
+    ]
+    report = build_report(unknown, engine=CostEngine())
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+    table = console.file.getvalue()  # type: ignore[attr-defined]
+    page = render_html(report)
+
+    assert "2 events, cost -" in table
+    assert "1 unpriced event, 1 event without usage" in table
+    assert '<strong id="total-cost">-</strong>' in page
+    assert "$0.0000" not in table
+    assert "$0.0000" not in page
+
+
+def test_costs_in_another_currency_are_left_out_not_added(db: Path) -> None:
+    euros = report_dataset.events()[0] | {
+        "idempotencyKey": "eur1",
+        "cost": {"amount": 7, "currency": "eur", "source": "invoice"},
+    }
+    with EventStore(db) as store:
+        store.insert_batch([euros])
+
+    report = report_for(db)
+
+    # The USD total of the data set, unchanged: 7 EUR is not added to dollars.
+    assert report.total.cost == D("0.582135")
+    assert report.currency == "usd"
+    assert (report.total.unpriced, report.total.priced) == (2, 7)
+    reasons = {model: reason for model, reason, _ in report.quality.unpriced}
+    assert reasons["gpt-4o-2024-08-06"] == (
+        "cost is in EUR (invoice); this report adds USD only and converts nothing"
+    )
+
+
+def test_a_report_in_another_currency_says_so(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[prices]]\nmodel = "my-llama"\ncurrency = "eur"\n'
+        "input_per_mtok = 1\noutput_per_mtok = 2\n"
+    )
+    llama = [e for e in report_dataset.events() if e["idempotencyKey"] == "ev5"]
+
+    report = build_report(llama, engine=CostEngine(price_file=prices))
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+
+    # (500 * 1 + 50 * 2) / 1e6 = 0.0006 EUR
+    assert (report.currency, report.total.cost) == ("eur", D("0.0006"))
+    assert "cost 0.0006 EUR" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert "0.0006 EUR</strong>" in render_html(report)
 
 
 # Revenue input ------------------------------------------------------------------
@@ -275,6 +432,10 @@ def test_json_shape_keeps_money_exact(db: Path) -> None:
         "marginPercent": "-29.72",
     }
     assert data["tokens"]["cacheSavings"] == "0.005265"
+    # Ratios are not money: rounded to a few places, not a 28-digit quotient.
+    assert data["tokens"]["cacheHitRate"] == "0.443017"  # 52152 / 117720
+    initech = next(c for c in data["customers"] if c["customer"] == "initech")
+    assert initech["marginPercent"] == "98.3475"  # 0.983475 / 1 * 100
     json.dumps(data)
 
 
@@ -424,6 +585,25 @@ def test_cli_report_with_a_price_file(db: Path, tmp_path: Path) -> None:
     assert data["dataQuality"]["unpriced"] == []
 
 
+def test_cli_report_reads_the_price_file_from_the_environment(
+    db: Path, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[prices]]\nmodel = "my-llama"\ninput_per_mtok = 1\noutput_per_mtok = 2\n'
+    )
+
+    result = run(
+        "report",
+        "--format",
+        "json",
+        env={"TRAKET_DB": str(db), "TRAKET_PRICES": str(prices)},
+    )
+
+    # my-llama priced from the file: (500 * 1 + 50 * 2) / 1e6 = 0.0006
+    assert json.loads(result.output)["totals"]["cost"] == "0.582735"
+
+
 def test_cli_report_refuses_a_missing_database(tmp_path: Path) -> None:
     result = run("report", "--db", str(tmp_path / "nope.sqlite3"))
 
@@ -449,6 +629,17 @@ def test_cli_events_drill_down(db: Path) -> None:
     assert "req_ev1" in table.output
     assert "ev5" not in table.output
     assert [row["idempotencyKey"] for row in data] == ["ev5", "ev6"]
+
+
+def test_cli_events_by_served_or_requested_model(db: Path) -> None:
+    def keys(*args: str) -> list[str]:
+        found = run("events", "--db", str(db), "--format", "json", *args).output
+        return [row["idempotencyKey"] for row in json.loads(found)]
+
+    assert keys("--model", "o3-2025-04-16") == ["ev7"]
+    assert keys("--model", "gpt-4o-mini") == ["ev3"]  # as requested
+    assert keys("--model", "gpt-4o-mini-2024-07-18", "--customer", "acme") == ["ev3"]
+    assert keys("--since", "2025-08-03", "--feature", "summarize") == ["ev5"]
 
 
 def test_cli_events_limit_keeps_the_latest(db: Path) -> None:

@@ -159,4 +159,10 @@ def test_customers_chart_sets_cost_against_revenue(charts: Charts) -> None:
     )
     assert abs(ratio - Decimal("0.05")) < Decimal("0.0001")  # 0.5 / 10
     assert "$10.00" in charts.labels["chart-customers"]
+    # The labels are the tables' own: two significant digits for small costs
+    # (0.00075 for the unattributed events), never a rounded "$0.0008" or "$0.00".
+    assert "$0.00075" in charts.labels["chart-customers"]
+    # ... and a cost that small next to $10 still draws a visible bar.
+    tiny = bars["(unattributed)", "cost"]
+    assert (tiny["data-value"], Decimal(str(tiny["width"]))) == ("0.00075", 2)
     assert "acme" in charts.labels["chart-customers"]

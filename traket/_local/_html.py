@@ -11,10 +11,15 @@ import json
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from traket._local._render import money, not_priced, percent, report_to_dict
+from traket._local._render import (
+    customer_cells,
+    group_cells,
+    left_out,
+    money,
+    percent,
+    report_to_dict,
+)
 from traket._local._report import Report, Tally
-
-_NONE = "(unattributed)"
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;
@@ -31,8 +36,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem}
 """
 
-# Draws both charts from the JSON island. Values stay strings until scaled, so the
-# labels show the same exact decimals the tables do.
+# Draws both charts from the JSON island. Values stay exact strings until scaled;
+# the labels are the tables' own, formatted in Python (`labels` in the island).
 _SCRIPT = r"""
 (function () {
   "use strict";
@@ -44,10 +49,6 @@ _SCRIPT = r"""
     if (text !== undefined) { node.textContent = text; }
     return node;
   }
-  function usd(value) {
-    var n = Number(value);
-    return "$" + n.toFixed(n >= 1 ? 2 : 4);
-  }
   function costByDay(host) {
     var days = data.days, w = 640, h = 240, top = 20, bottom = 40, left = 10;
     var svg = el("svg", {width: w, height: h, viewBox: "0 0 " + w + " " + h,
@@ -57,7 +58,7 @@ _SCRIPT = r"""
     var slot = days.length ? (w - 2 * left) / days.length : 0;
     days.forEach(function (d, i) {
       var value = d.cost === null ? 0 : Number(d.cost);
-      var label = d.cost === null ? "not priced" : usd(d.cost);
+      var label = d.cost === null ? "not priced" : data.labels.days[i];
       var height = max > 0 ? (h - top - bottom) * value / max : 0;
       var x = left + i * slot, y = h - bottom - height;
       var bar = el("rect", {"class": "bar bar-cost", x: x + slot * 0.1, y: y,
@@ -87,18 +88,20 @@ _SCRIPT = r"""
       var y = 5 + i * rowH, name = r.customer === null ? "(unattributed)" : r.customer;
       svg.appendChild(el("text", {"class": "label", x: left - 8, y: y + 16,
                                   "text-anchor": "end"}, name));
-      var series = [["cost", r.cost, 0]];
-      if (data.hasRevenue) { series.push(["revenue", r.revenue, 14]); }
+      var shown = data.labels.customers[i];
+      var series = [["cost", r.cost, 0, shown.cost]];
+      if (data.hasRevenue) { series.push(["revenue", r.revenue, 14, shown.revenue]); }
       series.forEach(function (s) {
         if (s[1] === null) { return; }
-        var width = Number(s[1]) * scale;
+        // A cost far below the largest revenue still shows as a sliver.
+        var width = Number(s[1]) > 0 ? Math.max(Number(s[1]) * scale, 2) : 0;
         var bar = el("rect", {"class": "bar bar-" + s[0], x: left, y: y + s[2],
                               width: width, height: 12, "data-customer": name,
                               "data-series": s[0], "data-value": s[1]});
-        bar.appendChild(el("title", {}, name + " " + s[0] + ": " + usd(s[1])));
+        bar.appendChild(el("title", {}, name + " " + s[0] + ": " + s[3]));
         svg.appendChild(bar);
         svg.appendChild(el("text", {"class": "value", x: left + width + 4,
-                                    y: y + s[2] + 10}, usd(s[1])));
+                                    y: y + s[2] + 10}, s[3]));
       });
     });
     host.appendChild(svg);
@@ -115,16 +118,25 @@ _SCRIPT = r"""
 
 def render_html(report: Report) -> str:
     """Return the report as a single HTML document with inline CSS, data and script."""
-    data = json.dumps(report_to_dict(report), separators=(",", ":"))
+    cur = report.currency
+    island = report_to_dict(report)
+    island["labels"] = {
+        "days": [money(tally.known_cost, currency=cur) for _, tally in report.days],
+        "customers": [
+            {
+                "cost": money(row.tally.known_cost, currency=cur),
+                "revenue": money(row.revenue, 2, cur),
+            }
+            for row in report.customers
+        ],
+    }
+    data = json.dumps(island, separators=(",", ":"))
     # Keep `</script>` and line separators inside the JSON from ending the island.
     data = data.replace("<", "\\u003c").replace("\u2028", "\\u2028")
     total = report.total
     unpriced = ""
     if not total.complete:
-        unpriced = (
-            f' <span class="warn">Not included: {total.unpriced} unpriced events, '
-            f"{total.missing_usage} events without usage.</span>"
-        )
+        unpriced = f' <span class="warn">Not included: {left_out(total)}.</span>'
 
     parts = [
         "<!DOCTYPE html>",
@@ -134,8 +146,8 @@ def render_html(report: Report) -> str:
         "<h1>Traket margins report</h1>",
         f'<p class="meta">{escape(report.filters.describe())} &middot; generated '
         f"{escape(report.generated_at.isoformat())} &middot; {total.events} events"
-        f' &middot; cost <strong id="total-cost">{escape(money(total.cost))}</strong>'
-        f" {escape(report.currency.upper())}.{unpriced}</p>",
+        f' &middot; cost <strong id="total-cost">'
+        f"{escape(money(total.known_cost, currency=cur))}</strong>.{unpriced}</p>",
         '<div class="charts">',
         '<figure class="chart"><figcaption>Cost over time, by day</figcaption>',
         '<div id="chart-cost-by-day"></div></figure>',
@@ -152,18 +164,22 @@ def render_html(report: Report) -> str:
         "</div>",
         "<noscript>The charts need JavaScript; the tables below do not.</noscript>",
         _customers(report),
-        _groups("Cost per feature", ["feature"], report.features),
+        _groups("Cost per feature", ["feature"], report.features, cur),
         _groups(
             "Cost per customer &times; feature",
             ["customer", "feature"],
             [((c, f), t) for c, f, t in report.customer_features],
+            cur,
         ),
         _groups(
             "Cost by model",
             ["requested", "served"],
             [((r, s), t) for r, s, t in report.models],
+            cur,
         ),
-        _groups("Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days]),
+        _groups(
+            "Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days], cur
+        ),
         _tokens(report),
         _quality(report),
         f'<script type="application/json" id="traket-data">{data}</script>',
@@ -201,21 +217,7 @@ def _customers(report: Report) -> str:
     if report.has_revenue:
         headers += ["#revenue", "#margin", "#margin %"]
     headers.append("#not priced")
-    rows = []
-    for row in report.customers:
-        cells = [
-            row.customer or _NONE,
-            str(row.tally.events),
-            money(row.tally.known_cost),
-        ]
-        if report.has_revenue:
-            cells += [
-                money(row.revenue, 2),
-                money(row.margin, 2),
-                percent(row.margin_percent),
-            ]
-        cells.append(not_priced(row.tally))
-        rows.append(cells)
+    rows = [customer_cells(report, row) for row in report.customers]
     title = (
         "Margin per customer, least profitable first"
         if report.has_revenue
@@ -225,7 +227,10 @@ def _customers(report: Report) -> str:
 
 
 def _groups(
-    title: str, keys: Sequence[str], groups: Sequence[tuple[object, Tally]]
+    title: str,
+    keys: Sequence[str],
+    groups: Sequence[tuple[object, Tally]],
+    currency: str,
 ) -> str:
     headers = [
         *keys,
@@ -235,19 +240,10 @@ def _groups(
         "#cost",
         "#not priced",
     ]
-    rows = []
-    for key, tally in groups:
-        labels = key if isinstance(key, tuple) else (key,)
-        rows.append(
-            [
-                *(str(label) if label else _NONE for label in labels),
-                str(tally.events),
-                f"{tally.input_tokens:,}",
-                f"{tally.output_tokens:,}",
-                money(tally.known_cost),
-                not_priced(tally),
-            ]
-        )
+    rows = [
+        group_cells(key if isinstance(key, tuple) else (key,), tally, currency)
+        for key, tally in groups
+    ]
     table_id = "by-" + "-".join(keys)
     return _table(title, headers, rows, table_id)
 
@@ -263,7 +259,7 @@ def _tokens(report: Report) -> str:
         ["of which reasoning", f"{tokens.reasoning:,}"],
         ["total", f"{tokens.total:,}"],
         ["cache hit rate", percent(rate * 100 if rate is not None else None)],
-        ["saved by caching", money(tokens.cache_savings)],
+        ["saved by caching", money(tokens.cache_savings, currency=report.currency)],
     ]
     return _table("Tokens by type", ["type", "#value"], rows, "tokens")
 

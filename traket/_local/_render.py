@@ -29,14 +29,32 @@ SECTIONS = (
 _NONE = "(unattributed)"
 
 
-def money(amount: Decimal | None, places: int = 4) -> str:
-    """Format money for display; rounding happens here and only here."""
+_MAX_PLACES = 10
+
+
+def money(amount: Decimal | None, places: int = 4, currency: str = "usd") -> str:
+    """Format money for display; rounding happens here and only here.
+
+    `places` decimals, or more for a small amount that would lose digits, so that
+    at least two significant digits show: $0.000021, never a $0.0000 that reads
+    as free. Only an exact zero is shown as zero ($0.00); `None` (no cost known)
+    is "-".
+    """
     if amount is None:
         return "-"
+    if not amount:
+        places = 2  # "$0.00" reads as exactly nothing rather than as rounded
+    elif amount != amount.quantize(Decimal(1).scaleb(-places)):
+        places = max(places, min(_MAX_PLACES, 1 - amount.adjusted()))
     step = Decimal(1).scaleb(-places)
     rounded = amount.quantize(step, rounding=ROUND_HALF_UP)
-    sign = "-" if rounded < 0 else ""
-    return f"{sign}${abs(rounded):,}"
+    sign = "-" if amount < 0 else ""
+    prefix = ""
+    if amount and not rounded:
+        prefix, rounded = "<", step  # beyond _MAX_PLACES: still not zero
+    if currency.lower() == "usd":
+        return f"{sign}{prefix}${abs(rounded):,f}"
+    return f"{sign}{prefix}{abs(rounded):,f} {currency.upper()}"
 
 
 def percent(value: Decimal | None) -> str:
@@ -104,19 +122,21 @@ def render_csv(report: Report, section: str = "customers") -> str:
 
 def render_table(report: Report, console: Console) -> None:
     """Print the report as terminal tables."""
-    total = report.total
+    total, cur = report.total, report.currency
     console.print(
         f"[bold]Traket margins report[/bold]  ({report.filters.describe()})\n"
-        f"{total.events} events, cost {money(total.cost)} {report.currency.upper()}"
+        f"{_plural(total.events, 'event')}, "
+        f"cost {money(total.known_cost, currency=cur)}"
         f"{_incomplete(total)}"
     )
     console.print(_customers_table(report))
-    console.print(_groups_table("Cost per feature", ["feature"], report.features))
+    console.print(_groups_table("Cost per feature", ["feature"], report.features, cur))
     console.print(
         _groups_table(
             "Cost per customer x feature",
             ["customer", "feature"],
             [((c, f), t) for c, f, t in report.customer_features],
+            cur,
         )
     )
     console.print(
@@ -124,11 +144,12 @@ def render_table(report: Report, console: Console) -> None:
             "Cost by model",
             ["requested", "served"],
             [((r, s), t) for r, s, t in report.models],
+            cur,
         )
     )
     console.print(
         _groups_table(
-            "Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days]
+            "Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days], cur
         )
     )
     console.print(_tokens_table(report))
@@ -186,6 +207,7 @@ def render_events(rows: Sequence[Mapping[str, Any]], fmt: str, console: Console)
         return json.dumps(list(rows), indent=2) + "\n"
 
     table = Table(title="Events", box=box.SIMPLE_HEAD, show_lines=False)
+    # Every column folds, so a narrow terminal wraps a cell but never cuts one.
     for name in ("occurred", "ids", "customer / feature", "model", "tokens", "cost"):
         table.add_column(name, overflow="fold")
     for row in rows:
@@ -212,50 +234,78 @@ def _customers_table(report: Report) -> Table:
     title = "Margin per customer (least profitable first)"
     if not report.has_revenue:
         title = "Cost per customer"
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("customer", overflow="fold")
-    table.add_column("events", justify="right")
-    table.add_column("cost", justify="right")
+    numbers = ["events", "cost"]
     if report.has_revenue:
-        for name in ("revenue", "margin", "margin %"):
-            table.add_column(name, justify="right")
-    table.add_column("not priced", justify="right")
-    for row in report.customers:
-        cells = [
-            row.customer or _NONE,
-            str(row.tally.events),
-            money(row.tally.known_cost),
-        ]
-        if report.has_revenue:
-            cells += [
-                money(row.revenue, 2),
-                money(row.margin, 2),
-                percent(row.margin_percent),
-            ]
-        cells.append(not_priced(row.tally))
-        table.add_row(*_plain(cells))
+        numbers += ["revenue", "margin", "margin %"]
+    rows = [customer_cells(report, row) for row in report.customers]
+    return _terminal_table(title, ["customer"], [*numbers, "not priced"], rows)
+
+
+def _terminal_table(
+    title: str,
+    labels: Sequence[str],
+    numbers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+) -> Table:
+    """Build a table whose label columns fold and whose numbers are never cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for name in labels:
+        table.add_column(name, overflow="fold")
+    for index, name in enumerate(numbers, start=len(labels)):
+        widest = max((len(row[index]) for row in rows), default=0)
+        table.add_column(name, justify="right", min_width=widest)
+    for row in rows:
+        table.add_row(*_plain(row))
     return table
+
+
+def customer_cells(report: Report, row: CustomerRow) -> list[str]:
+    """Return one customer's display cells, as the table and the HTML show them."""
+    cur = report.currency
+    cells = [
+        row.customer or _NONE,
+        str(row.tally.events),
+        money(row.tally.known_cost, currency=cur),
+    ]
+    if report.has_revenue:
+        cells += [
+            money(row.revenue, 2, cur),
+            money(row.margin, 2, cur),
+            percent(row.margin_percent),
+        ]
+    cells.append(not_priced(row.tally))
+    return cells
+
+
+def group_cells(labels: Iterable[Any], tally: Tally, currency: str) -> list[str]:
+    """Return one group's display cells: its labels, counts, tokens and cost."""
+    return [
+        *(str(label) if label else _NONE for label in labels),
+        str(tally.events),
+        token_count(tally.input_tokens if tally.tokens_known else None),
+        token_count(tally.output_tokens if tally.tokens_known else None),
+        money(tally.known_cost, currency=currency),
+        not_priced(tally),
+    ]
+
+
+def token_count(count: int | None) -> str:
+    """Format a token count; `None` (no usage reported) is "-", never 0."""
+    return "-" if count is None else f"{count:,}"
 
 
 def _groups_table(
-    title: str, keys: Sequence[str], groups: Sequence[tuple[Any, Tally]]
+    title: str,
+    keys: Sequence[str],
+    groups: Sequence[tuple[Any, Tally]],
+    currency: str,
 ) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for key in keys:
-        table.add_column(key, overflow="fold")
-    for name in ("events", "input tok", "output tok", "cost", "not priced"):
-        table.add_column(name, justify="right")
-    for key, tally in groups:
-        labels = key if isinstance(key, tuple) else (key,)
-        table.add_row(
-            *_plain(label or _NONE for label in labels),
-            str(tally.events),
-            f"{tally.input_tokens:,}",
-            f"{tally.output_tokens:,}",
-            money(tally.known_cost),
-            not_priced(tally),
-        )
-    return table
+    rows = [
+        group_cells(key if isinstance(key, tuple) else (key,), tally, currency)
+        for key, tally in groups
+    ]
+    numbers = ["events", "input tok", "output tok", "cost", "not priced"]
+    return _terminal_table(title, keys, numbers, rows)
 
 
 def _tokens_table(report: Report) -> Table:
@@ -274,7 +324,9 @@ def _tokens_table(report: Report) -> Table:
         table.add_row(label, f"{value:,}")
     rate = tokens.cache_hit_rate
     table.add_row("cache hit rate", percent(rate * 100 if rate is not None else None))
-    table.add_row("saved by caching", money(tokens.cache_savings))
+    table.add_row(
+        "saved by caching", money(tokens.cache_savings, currency=report.currency)
+    )
     return table
 
 
@@ -296,12 +348,6 @@ def _quality_table(report: Report) -> Table:
         table.add_row(*_plain(["cost source", source, str(count)]))
     for version, count in quality.price_versions.items():
         table.add_row(*_plain(["price version", version, str(count)]))
-    if len(quality.currencies) > 1:
-        table.add_row(
-            "mixed currencies",
-            ", ".join(quality.currencies) + " (totals add them as-is)",
-            str(sum(quality.currencies.values())),
-        )
     if quality.customers_without_revenue:
         names = ", ".join(quality.customers_without_revenue)
         table.add_row(*_plain(["no revenue given", names, ""]))
@@ -314,8 +360,8 @@ def _tally(tally: Tally) -> dict[str, Any]:
         "pricedEvents": tally.priced,
         "unpricedEvents": tally.unpriced,
         "missingUsageEvents": tally.missing_usage,
-        "inputTokens": tally.input_tokens,
-        "outputTokens": tally.output_tokens,
+        "inputTokens": tally.input_tokens if tally.tokens_known else None,
+        "outputTokens": tally.output_tokens if tally.tokens_known else None,
         "cost": _text(tally.known_cost),
         "complete": tally.complete,
     }
@@ -327,7 +373,7 @@ def _customer(row: CustomerRow) -> dict[str, Any]:
         **_tally(row.tally),
         "revenue": _text(row.revenue),
         "margin": _text(row.margin),
-        "marginPercent": _text(row.margin_percent),
+        "marginPercent": _ratio(row.margin_percent, 4),
     }
 
 
@@ -341,7 +387,7 @@ def _tokens(report: Report) -> dict[str, Any]:
         "output": tokens.output,
         "reasoning": tokens.reasoning,
         "total": tokens.total,
-        "cacheHitRate": _text(tokens.cache_hit_rate),
+        "cacheHitRate": _ratio(tokens.cache_hit_rate, 6),
         "cacheSavings": str(tokens.cache_savings),
     }
 
@@ -435,6 +481,14 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _ratio(value: Decimal | None, places: int) -> str | None:
+    """Write a ratio (not money) to `places` decimals; a quotient has 28 digits."""
+    if value is None:
+        return None
+    step = Decimal(1).scaleb(-places)
+    return _text(value.quantize(step, rounding=ROUND_HALF_UP))
+
+
 def _text(value: Decimal | None) -> str | None:
     """Write a decimal exactly, without exponent or trailing zeros."""
     if value is None:
@@ -453,13 +507,24 @@ def not_priced(tally: Tally) -> str:
     return ", ".join(parts) or "-"
 
 
+def left_out(tally: Tally) -> str:
+    """Say which events a total leaves out; empty when every event has a cost."""
+    parts = []
+    if tally.unpriced:
+        parts.append(_plural(tally.unpriced, "unpriced event"))
+    if tally.missing_usage:
+        parts.append(_plural(tally.missing_usage, "event") + " without usage")
+    return ", ".join(parts)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _incomplete(tally: Tally) -> str:
     if tally.complete:
         return ""
-    return (
-        f"  [yellow](not included: {tally.unpriced} unpriced, "
-        f"{tally.missing_usage} without usage)[/yellow]"
-    )
+    return f"  [yellow](not included: {left_out(tally)})[/yellow]"
 
 
 def _asked(row: Mapping[str, Any]) -> bool:
@@ -469,7 +534,7 @@ def _asked(row: Mapping[str, Any]) -> bool:
 def _when(value: Any) -> str:
     if not isinstance(value, str):
         return "-"
-    return value.replace("T", " ")[:19]
+    return value.replace("T", "\n")[:19]
 
 
 def _token_cell(row: Mapping[str, Any]) -> str:
@@ -482,15 +547,23 @@ def _token_cell(row: Mapping[str, Any]) -> str:
     )
 
 
+def _exact(text: str, currency: str) -> str:
+    """Show an exact decimal string as money, unrounded, for audits."""
+    if currency.lower() == "usd":
+        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+    return f"{text} {currency.upper()}"
+
+
 def _cost_cell(row: Mapping[str, Any]) -> str:
     if row["cost"] is None:
         return f"{row['costStatus']}: {row['reason']}"
-    parts = [money(Decimal(row["cost"]), 6) + f" {row['costSource']}"]
+    cur = str(row["currency"] or "usd")
+    parts = [_exact(row["cost"], cur) + f" {row['costSource']}"]
     labels = {"uncached_input": "in", "cached_input": "cached", "cache_write": "write"}
     for bucket in BUCKETS:
         value = row[f"{_camel(bucket)}Cost"]
         if value is not None and Decimal(value):
-            parts.append(f"{labels.get(bucket, bucket)} {money(Decimal(value), 6)}")
+            parts.append(f"{labels.get(bucket, bucket)} {_exact(value, cur)}")
     if row["priceVersion"]:
         parts.append(str(row["priceVersion"]))
     return "\n".join(parts)

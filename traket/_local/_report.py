@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -110,6 +110,7 @@ class Tally:
     cost: Decimal = _ZERO
     input_tokens: int = 0
     output_tokens: int = 0
+    with_usage: int = 0
 
     def add(self, item: PricedEvent) -> None:
         """Count one event in this group."""
@@ -123,8 +124,17 @@ class Tally:
         else:
             self.unpriced += 1
         if result.buckets is not None:
+            self.with_usage += 1
             self.input_tokens += result.buckets.input_total
             self.output_tokens += result.buckets.output
+
+    @property
+    def tokens_known(self) -> bool:
+        """Return whether token counts mean something: some event reported usage.
+
+        A group whose events all lack usage has unknown tokens, not zero tokens.
+        """
+        return self.with_usage > 0 or self.events == 0
 
     @property
     def known_cost(self) -> Decimal | None:
@@ -255,7 +265,9 @@ def build_report(
     version_dates: dict[str, tuple[str, str]] = {}
     currencies = Counter[str]()
 
-    for item in price_events(events, engine):
+    priced = list(price_events(events, engine))
+    currency = _report_currency(priced)
+    for item in (_in_currency(each, currency) for each in priced):
         result = item.cost
         for tally in (
             total,
@@ -335,7 +347,7 @@ def build_report(
         ),
         quality=quality,
         has_revenue=bool(revenue),
-        currency=currencies.most_common(1)[0][0] if currencies else "usd",
+        currency=currency,
     )
 
 
@@ -418,6 +430,32 @@ def _every_day(days: Mapping[date, Tally]) -> list[tuple[date, Tally]]:
     ]
 
 
+def _report_currency(items: Sequence[PricedEvent]) -> str:
+    """Return the currency most priced events are in; usd wins a tie."""
+    counts = Counter(i.cost.currency for i in items if i.cost.amount is not None)
+    if not counts:
+        return "usd"
+    return min(counts, key=lambda name: (-counts[name], name != "usd", name))
+
+
+def _in_currency(item: PricedEvent, currency: str) -> PricedEvent:
+    """Return the event unpriced when its cost is in another currency.
+
+    The report never adds amounts of two currencies, and converts none.
+    """
+    cost = item.cost
+    if cost.amount is None or cost.currency == currency:
+        return item
+    reason = (
+        f"cost is in {cost.currency.upper()} ({cost.source}); this report adds "
+        f"{currency.upper()} only and converts nothing"
+    )
+    unpriced = replace(
+        cost, status="unpriced", amount=None, reason=reason, components=()
+    )
+    return PricedEvent(item.event, unpriced)
+
+
 def _cache_savings(
     event: Mapping[str, Any], result: CostResult, engine: CostEngine
 ) -> Decimal:
@@ -430,6 +468,8 @@ def _cache_savings(
         # The recorded cost carries no rates: look up the list rates for the event.
         priced = engine.estimate({k: v for k, v in event.items() if k != "cost"})
 
+    if priced.currency != result.currency:
+        return _ZERO  # list rates in another currency than the cost
     rates = {item.bucket: item.rate_per_mtok for item in priced.components}
     full, cached = rates.get("uncached_input"), rates.get("cached_input")
     if full is None or cached is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -280,7 +281,9 @@ def _store(db_path: Path) -> Iterator[EventStore]:
 
 def _print_table(output: Path | None, draw: Callable[[Console], object]) -> None:
     if output is None:
-        draw(Console())
+        # Piped (not a terminal, no $COLUMNS): wide enough for model names.
+        wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+        draw(Console(width=120 if wide else None))
         return
     with output.open("w", encoding="utf-8") as handle:
         draw(Console(file=handle, width=120, color_system=None))

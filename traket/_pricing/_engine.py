@@ -52,14 +52,18 @@ class CostEngine:
 
     def estimate(self, event: Mapping[str, Any]) -> CostResult:
         """Return the event's cost: its own when it carries one, else an estimate."""
+        buckets: TokenBuckets | None = None
+        inconsistent: UsageError | None = None
         try:
             buckets = buckets_from_usage(event.get("usage"))
         except UsageError as exc:
-            return CostResult("unpriced", reason=f"inconsistent usage: {exc}")
+            inconsistent = exc
 
         recorded = _recorded_cost(event.get("cost"), buckets)
         if recorded is not None:
             return recorded
+        if inconsistent is not None:
+            return CostResult("unpriced", reason=f"inconsistent usage: {inconsistent}")
         if buckets is None:
             return CostResult("missing_usage", reason="the provider reported no usage")
 
@@ -164,11 +168,16 @@ def attach_estimate(
 
 
 def _recorded_cost(cost: Any, buckets: TokenBuckets | None) -> CostResult | None:
-    if not isinstance(cost, Mapping) or cost.get("amount") is None:
+    if not isinstance(cost, Mapping):
+        return None
+    value = cost.get("amount")
+    if value is None or isinstance(value, bool):
         return None
     try:
-        amount = Decimal(str(cost["amount"]))
+        amount = Decimal(str(value))
     except InvalidOperation:
+        return None
+    if not amount.is_finite():
         return None
     return CostResult(
         "recorded",
