@@ -205,6 +205,7 @@ ROWS = [
     Row("  track() calls/s", "throughput/distant", "track_per_s", "/s"),
     Row("  undelivered of tracked", "throughput/distant", "undelivered", ""),
     Row("bytes per queued event", "memory", "bytes_per_event", "B", 700),
+    Row("  right after the burst", "memory", "bytes_per_event_at_once", "B"),
 ]
 
 
@@ -360,7 +361,8 @@ def _footnote(budget: Budget, seconds: float) -> str:
         f"throughput: one thread tracking as fast as it can, up to "
         f"{budget.throughput_events:,} events or {budget.throughput_seconds:g} s, "
         f"then flush; memory: tracemalloc growth over {budget.memory_events:,} "
-        "events queued behind an ingest that never answers. Peers show "
+        "events queued behind an ingest that never answers, 3 s after the burst "
+        "(and right after it). Peers show "
         "(value / traket's). Every queue bound at 20,000 events. "
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {seconds:.0f} s."
     )

@@ -267,7 +267,7 @@ def describe_result(result: Any) -> str:
     model = getattr(result, "model", None) or "-"
     usage = getattr(result, "usage", None)
     if usage is None:
-        return f"ok     {model}"
+        return f"ok     {model}  (no usage reported)"
 
     inp = getattr(usage, "input_tokens", None)
     if inp is None:
@@ -293,7 +293,7 @@ def last_usage_carrier(item: Any, previous: Any) -> Any:
 def describe_error(error: openai.APIError) -> str:
     status = getattr(error, "status_code", None) or "-"
     code = getattr(error, "code", None)
-    detail = f"{status} {code}" if code else str(status)
+    detail = f"{status} {code}" if code and str(code) != str(status) else str(status)
     return f"error  {detail} ({type(error).__name__}, caught by the app)"
 
 

@@ -319,3 +319,296 @@ def test_estimate_cost_attaches_an_estimate_before_sending() -> None:
     assert estimated["cost"]["amount"] == pytest.approx(0.00261)
     assert estimated["cost"]["currency"] == "usd"
     assert own["cost"]["source"] == "manual_override"
+
+
+# -- every bad input names the field, what was expected and what was received -----
+
+
+def _client() -> traket.Margins:
+    return create_margins(write_key=WRITE_KEY, transport=InMemoryTransport())
+
+
+BAD_EVENTS: list[tuple[Any, str, str, str]] = [
+    # (event, field, words of what was expected, words of what was received)
+    (None, "event", "a mapping", "None"),
+    ([], "event", "a mapping", "list"),
+    ({}, "provider", "non-empty string", "nothing"),
+    ({"provider": ""}, "provider", "non-empty string", "an empty string"),
+    ({"provider": 5}, "provider", "a string", "5 (int)"),
+    ({"provider": "openai", "feature": 7}, "feature", "a string", "7 (int)"),
+    ({"provider": "openai", "model": ["a"]}, "model", "a string", "list"),
+    ({"provider": "openai", "status": "ok"}, "status", "success", "'ok'"),
+    ({"provider": "openai", "duration_ms": -3}, "durationMs", "non-negative", "-3"),
+    ({"provider": "openai", "durationMs": "slow"}, "durationMs", "number", "'slow'"),
+    ({"provider": "openai", "occurred_at": "soon"}, "occurredAt", "ISO 8601", "soon"),
+    (
+        {"provider": "openai", "occurred_at": "2026-01-01T00:00:00"},
+        "occurredAt",
+        "time zone",
+        "without time zone",
+    ),
+    ({"provider": "openai", "idempotency_key": ""}, "idempotencyKey", "non-empty", ""),
+    ({"provider": "openai", "metadata": [1]}, "metadata", "mapping", "list"),
+    ({"provider": "openai", "usage": "lots"}, "usage", "usage mapping", "'lots'"),
+    ({"provider": "openai", "usage": {}}, "usage", "input_tokens", "dict of length 0"),
+    (
+        {"provider": "openai", "usage": {"input_tokens": True}},
+        "usage.input_tokens",
+        "non-negative integer",
+        "True (bool)",
+    ),
+    (
+        {"provider": "openai", "usage": {"output_tokens": 1.5}},
+        "usage.output_tokens",
+        "non-negative integer",
+        "1.5 (float)",
+    ),
+    (
+        {
+            "provider": "openai",
+            "usage": {"input_tokens": 3, "input_tokens_details": {"cached_tokens": -1}},
+        },
+        "usage.input_tokens_details.cached_tokens",
+        "non-negative integer",
+        "-1",
+    ),
+    ({"provider": "openai", "cost": "1"}, "cost", "a mapping", "'1'"),
+    ({"provider": "openai", "cost": {"amount": "1"}}, "cost.amount", "number", "'1'"),
+    (
+        {"provider": "openai", "cost": {"amount": 1, "currency": "dollars"}},
+        "cost.currency",
+        "three-letter",
+        "'dollars'",
+    ),
+    ({"provider": "openai", "units": {}}, "units", "a list", "dict"),
+    (
+        {"provider": "openai", "units": [{"quantity": "x"}]},
+        "units[0].quantity",
+        "number",
+        "'x'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "field", "expected", "received"), BAD_EVENTS)
+def test_a_bad_event_is_an_error_naming_field_expected_and_received(
+    event: Any, field: str, expected: str, received: str
+) -> None:
+    margins = _client()
+    with pytest.raises(InvalidEventError) as caught:
+        margins.track(event)
+    error = caught.value
+    assert (error.field, isinstance(error, ValueError)) == (field, True)
+    assert expected in error.expected
+    assert received in error.received
+    assert f"{field!r}" in str(error)
+    assert error.expected in str(error)
+    assert error.received in str(error)
+    assert margins.stats().enqueued == 0
+
+
+@pytest.mark.parametrize(("event", "field", "expected", "received"), BAD_EVENTS)
+def test_a_bad_event_in_a_batch_names_its_index_and_queues_nothing(
+    event: Any, field: str, expected: str, received: str
+) -> None:
+    margins = _client()
+    batch = [{"provider": "openai"}, {"provider": "openai"}, event]
+    with pytest.raises(InvalidEventError) as caught:
+        margins.track_batch(events=batch)
+    path = "events[2]" if field == "event" else f"events[2].{field}"
+    assert caught.value.field == path
+    assert expected in caught.value.expected
+    assert received in caught.value.received
+    assert margins.stats().enqueued == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "received"),
+    [
+        (lambda m: m.track_batch(events=5), "5 (int)"),
+        (lambda m: m.track_batch({"events": 5}), "5 (int)"),
+        (lambda m: m.track_batch({"events": None}), "None"),
+        (lambda m: m.track_batch({"events": {}}), "dict"),
+        (lambda m: m.track_batch({"events": "abc"}), "str"),
+        (lambda m: m.track_batch(), "nothing"),
+        (lambda m: m.track_batch("x"), "'x' (str)"),
+        (lambda m: m.track_batch(5), "5 (int)"),
+        (lambda m: m.track_batch([{"provider": "openai"}]), "list"),
+        (
+            lambda m: m.track_batch(
+                {"events": [{"provider": "openai"}]}, events=[{"provider": "openai"}]
+            ),
+            "both",
+        ),
+    ],
+)
+def test_a_malformed_batch_is_an_error_naming_events(call: Any, received: str) -> None:
+    margins = _client()
+    with pytest.raises(InvalidEventError) as caught:
+        call(margins)
+    assert caught.value.field == "events"
+    assert "events" in caught.value.expected
+    assert received in caught.value.received
+    assert margins.stats().enqueued == 0
+
+
+def test_track_batch_takes_any_iterable_of_events() -> None:
+    margins = _client()
+    result = margins.track_batch(events=({"provider": "openai"} for _ in range(3)))
+    assert result["queued"] == 3
+
+
+@pytest.mark.parametrize("count", [1, 100])
+def test_track_batch_takes_1_and_100_events(count: int) -> None:
+    transport = InMemoryTransport()
+    margins = create_margins(write_key=WRITE_KEY, transport=transport)
+    result = margins.track_batch(events=[{"provider": "openai"}] * count)
+    assert margins.flush(timeout=5)
+    assert (result["queued"], len(transport.events)) == (count, count)
+
+
+def test_openai_track_names_a_bad_attribution_before_calling() -> None:
+    margins = _client()
+    calls: list[int] = []
+    for attribution, field, received in [
+        ("acme", "attribution", "'acme' (str)"),
+        ({"custmer": "acme"}, "custmer", "unknown field"),
+        ({"metadata": "x"}, "metadata", "'x' (str)"),
+        ({"feature": 5}, "feature", "5 (int)"),
+    ]:
+        with pytest.raises(InvalidEventError) as caught:
+            margins.openai.track(lambda: calls.append(1), attribution)  # type: ignore[arg-type]
+        assert (caught.value.field, received in caught.value.received) == (field, True)
+    assert calls == []
+
+
+def test_openai_track_names_a_call_that_is_not_callable() -> None:
+    with pytest.raises(TypeError, match=r"call: expected a callable.*5 \(int\)"):
+        _client().openai.track(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "name", "received"),
+    [
+        ({"write_key": ""}, "write_key", "an empty string"),
+        ({"write_key": 5}, "write_key", "int"),
+        ({"endpoint": 5}, "endpoint", "int"),
+        ({"endpoint": "ftp://ingest.example"}, "endpoint", "ftp://"),
+        ({"endpoint": "http://ingest.example/e"}, "endpoint", "http://ingest.example"),
+        ({"batch_size": 0}, "batch_size", "0"),
+        ({"batch_size": 0.4}, "batch_size", "0.4"),
+        ({"batch_size": "10"}, "batch_size", "'10'"),
+        ({"flush_interval_ms": -1}, "flush_interval_ms", "-1"),
+        ({"flush_interval_ms": "x"}, "flush_interval_ms", "'x'"),
+        ({"transport": 5}, "transport", "int"),
+        ({"on_error": 5}, "on_error", "5 (int)"),
+    ],
+)
+def test_a_bad_option_is_a_configuration_error_naming_it(
+    options: dict[str, Any], name: str, received: str
+) -> None:
+    options.setdefault("write_key", WRITE_KEY)
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(**options)
+    message = str(caught.value)
+    assert message.startswith(f"{name}: expected ")
+    assert received in message
+
+
+def test_a_write_key_is_never_quoted_in_an_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(write_key=b"wk_bytes_secret")  # type: ignore[arg-type]
+    assert "wk_bytes_secret" not in str(caught.value)
+
+
+def test_an_unknown_option_is_named_with_the_ones_there_are() -> None:
+    with pytest.raises(
+        TypeError, match=r"create_margins\(\).*'bogus'.*max_queue_events"
+    ):
+        create_margins(write_key=WRITE_KEY, bogus=1)
+
+
+def test_a_fractional_flush_interval_is_kept_not_rounded_to_zero() -> None:
+    margins = create_margins(
+        write_key=WRITE_KEY, transport=InMemoryTransport(), flush_interval_ms=0.5
+    )
+    assert margins.flush_interval_ms == 0.5
+
+
+@pytest.mark.parametrize("timeout", ["soon", -1, float("nan"), True])
+def test_flush_names_a_bad_timeout(timeout: Any) -> None:
+    margins = _client()
+    with pytest.raises(ValueError, match=r"timeout: expected None or a number"):
+        margins.flush(timeout)
+    with pytest.raises(ValueError, match=r"timeout: expected None or a number"):
+        asyncio.run(margins.aflush(timeout))
+    with pytest.raises(ValueError, match=r"timeout: expected None or a number"):
+        traket.flush(timeout)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"role": "user", "content": "the secret prompt"}],
+        {"content": "the secret prompt"},
+        ("the secret prompt",),
+        b"the secret prompt",
+        response(output_text="the secret prompt"),
+    ],
+)
+def test_an_error_describes_a_structured_value_by_type_never_its_content(
+    value: Any,
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        _client().track({"provider": "openai", "model": value})
+    assert "secret" not in str(caught.value)
+    assert type(value).__name__ in caught.value.received
+
+
+def test_track_sends_the_event_as_given_whatever_the_scope() -> None:
+    transport = InMemoryTransport()
+    margins = create_margins(write_key=WRITE_KEY, transport=transport)
+    with traket.attribute(customer="acme", feature="search"):
+        margins.track({"provider": "openai", "feature": "given"})
+    assert margins.flush(timeout=5)
+    (event,) = transport.events
+    assert event["feature"] == "given"
+    assert "externalCustomerId" not in event
+    assert "attributionQuality" not in event
+
+
+def test_a_batch_size_over_100_is_capped_at_what_the_ingest_takes() -> None:
+    margins = create_margins(
+        write_key=WRITE_KEY, transport=InMemoryTransport(), batch_size=500
+    )
+    assert margins.batch_size == 100
+
+
+def test_the_event_passed_in_is_never_modified() -> None:
+    import copy
+
+    event = {
+        "provider": "openai",
+        "external_customer_id": "acme",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        "metadata": {"plan": "pro", "prompt": "dropped", "nested": {"a": 1}},
+        "unknown": "dropped",
+    }
+    before = copy.deepcopy(event)
+    margins = _client()
+    margins.track(event)
+    margins.track_batch(events=[event])
+    assert event == before
+
+
+def test_capture_events_keeps_events_and_bodies_and_restores_the_default() -> None:
+    from traket.testing import capture_events
+
+    before = traket.configure(write_key=WRITE_KEY, transport=InMemoryTransport())
+    with capture_events() as captured:
+        assert traket.get_client() is captured.client
+        traket.get_client().track({"provider": "openai", "feature": "a"})
+        traket.get_client().track_batch(events=[{"provider": "openai"}] * 2)
+        assert [e.get("feature") for e in captured.events] == ["a", None, None]
+        assert b'"feature":"a"' in b"".join(captured.bodies).replace(b" ", b"")
+    assert traket.get_client() is before

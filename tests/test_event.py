@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from traket._errors import InvalidEventError
 from traket._event import build_event, sanitize_metadata
+from traket._observe import checked_attribution, observed_event
+from traket._scope import merge_fields
 
 
 def test_snake_case_keys_become_camel_case_on_the_wire() -> None:
@@ -283,3 +286,97 @@ def test_a_forked_child_makes_keys_the_parent_never_makes() -> None:
     }
     assert child_key not in parent_keys
     assert child_key[:19] != next(iter(parent_keys))[:19]
+
+
+# -- events of metered calls: only the attribution is validated -----------------
+
+_OBSERVED: dict[str, Any] = {
+    "provider": "openai",
+    "operation": "chat.completions.create",
+    "model": "gpt-4o-mini-2024-07-18",
+    "providerResponseId": "chatcmpl-1",
+    "providerRequestId": "req_1",
+    "status": "success",
+    "durationMs": 3,
+    "usage": {
+        "input_tokens": 5,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 2,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 7,
+    },
+    "metadata": {"stream": False, "requested_model": "gpt-4o-mini"},
+}
+
+_ATTRIBUTIONS: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+    ({}, None),
+    ({"externalCustomerId": "acme", "attributionQuality": "scope"}, None),
+    ({"feature": "search"}, {"environment": "prod", "provider": "groq"}),
+    ({"externalCustomerId": "acme"}, {"external_customer_id": "old"}),
+    (
+        {"metadata": {"team": "a", "prompt": "x", "requested_model": "mine"}},
+        {"metadata": {"team": "b", "region": "eu", "nested": {"a": 1}}},
+    ),
+    ({"promptType": "summary", "trace_id": "t-1"}, {"metadata": {}}),
+]
+
+
+def _merged_then_built(
+    observed: dict[str, Any], scope: dict[str, Any], defaults: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What `record_observed` built before it trusted traket's own readings."""
+    fields = merge_fields(defaults or {}, scope)
+    if "provider" in fields:
+        observed = {k: v for k, v in observed.items() if k != "provider"}
+    fields = merge_fields(fields, observed)
+    if "externalCustomerId" not in fields:
+        fields["attributionQuality"] = "missing"
+    elif "attributionQuality" not in fields:
+        fields["attributionQuality"] = "default"
+    return build_event(fields)
+
+
+@pytest.mark.parametrize(("scope", "defaults"), _ATTRIBUTIONS)
+def test_an_observed_event_equals_one_built_and_validated_whole(
+    scope: dict[str, Any], defaults: dict[str, Any] | None
+) -> None:
+    event = observed_event(_OBSERVED, checked_attribution(scope, defaults))
+    reference = _merged_then_built(_OBSERVED, scope, defaults)
+
+    for identity in ("idempotencyKey", "occurredAt"):
+        assert event.pop(identity)
+        reference.pop(identity)
+    assert event == reference
+
+
+def test_a_customer_named_in_snake_case_defaults_counts_as_attributed() -> None:
+    # Regression: the raw keys were checked before canonicalizing, so
+    # `external_customer_id` in `default_attrs` was reported as "missing".
+    event = observed_event(
+        _OBSERVED, checked_attribution({}, {"external_customer_id": "acme"})
+    )
+
+    assert event["externalCustomerId"] == "acme"
+    assert event["attributionQuality"] == "default"
+
+
+def test_a_malformed_attribute_is_an_error_naming_it() -> None:
+    with pytest.raises(InvalidEventError, match="durationMs"):
+        checked_attribution(MappingProxyType({"duration_ms": "slow"}), None)
+
+
+def test_the_checked_attribution_follows_the_scope_it_was_given() -> None:
+    first = MappingProxyType({"externalCustomerId": "a"})
+    second = MappingProxyType({"externalCustomerId": "b"})
+    defaults = MappingProxyType({"feature": "f"})
+
+    assert checked_attribution(first, defaults)["externalCustomerId"] == "a"
+    assert checked_attribution(second, defaults)["externalCustomerId"] == "b"
+    assert checked_attribution(first, None) == {"externalCustomerId": "a"}
+
+
+def test_a_mutable_scope_is_checked_every_time() -> None:
+    scope: dict[str, Any] = {"externalCustomerId": "a"}
+    assert checked_attribution(scope, None)["externalCustomerId"] == "a"
+    scope["externalCustomerId"] = "b"
+    assert checked_attribution(scope, None)["externalCustomerId"] == "b"

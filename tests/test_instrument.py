@@ -335,6 +335,33 @@ def test_a_generator_argument_reaches_the_provider_intact(chat: ReplayServer) ->
     assert b"be brief" in bare
 
 
+def test_a_generator_input_fares_exactly_as_without_us(server: ReplayServer) -> None:
+    # openai serializes a Responses `input` generator as it is, and fails to:
+    # the caller must see the same failure, the generator in the same state.
+    server.respond_with(recording("responses_basic_gpt4o_mini"))
+    client = _client(server)
+    if not hasattr(client, "responses"):
+        pytest.skip(f"openai {openai.__version__} has no Responses API")
+
+    def attempt() -> tuple[str, list[dict[str, str]]]:
+        def items() -> Iterator[dict[str, str]]:
+            yield {"role": "developer", "content": "be brief"}
+            yield {"role": "user", "content": "hello"}
+
+        given = items()
+        try:
+            client.responses.create(model="m", input=given)  # type: ignore[arg-type]
+        except Exception as error:
+            outcome = f"{type(error).__name__}: {error}"
+        else:
+            outcome = server.requests[-1].body.decode()
+        return outcome, list(given)
+
+    bare = attempt()
+    instrument(margins=Capture())
+    assert attempt() == bare
+
+
 def test_attribution_and_defaults_are_handed_over(chat: ReplayServer) -> None:
     capture = Capture()
     instrument(margins=capture, default_attrs={"environment": "test"})

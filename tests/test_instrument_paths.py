@@ -55,6 +55,12 @@ def _responses(c: Any, path: str, **kw: Any) -> Any:
     return _get(c, path)(model="gpt-4.1", input="hello", **kw)
 
 
+def _embed(c: Any, path: str) -> Any:
+    return _get(c, path)(
+        model="text-embedding-ada-002", input="hi", encoding_format="float"
+    )
+
+
 def _drain(stream: Any) -> Any:
     items = list(stream)
     assert items
@@ -66,9 +72,16 @@ def _helper_stream(manager: Any) -> None:
         assert list(stream)
 
 
+def _has_its_request_id(raw: Any) -> None:
+    request_id = raw.headers.get("x-request-id")
+    assert request_id
+    if hasattr(type(getattr(raw, "__wrapped__", raw)), "request_id"):
+        assert raw.request_id == request_id
+
+
 def _raw(c: Any, path: str, call: Callable[..., Any], stream: bool = False) -> None:
     raw = call(c, path, stream=True) if stream else call(c, path)
-    assert raw.headers.get("x-request-id")
+    _has_its_request_id(raw)
     parsed = raw.parse()
     if stream:
         _drain(parsed)
@@ -148,11 +161,21 @@ SYNC_PATHS: dict[str, tuple[str, Callable[[Any], Any]]] = {
         RESPONSES,
         lambda c: _raw(c, "responses.with_raw_response.create", _responses),
     ),
+    "responses with_streaming_response": (
+        RESPONSES,
+        lambda c: _streaming(
+            c, "responses.with_streaming_response.create", _responses, False
+        ),
+    ),
     "responses with_streaming_response stream": (
         RESPONSES_STREAM,
         lambda c: _streaming(
             c, "responses.with_streaming_response.create", _responses, True
         ),
+    ),
+    "embeddings with_raw_response": (
+        EMBEDDINGS,
+        lambda c: _raw(c, "embeddings.with_raw_response.create", _embed),
     ),
     "embeddings.create": (
         EMBEDDINGS,
@@ -195,7 +218,7 @@ async def _ahelper_stream(manager: Any) -> None:
 
 async def _araw(c: Any, path: str, call: Callable[..., Any], stream: bool) -> None:
     raw = await (call(c, path, stream=True) if stream else call(c, path))
-    assert raw.headers.get("x-request-id")
+    _has_its_request_id(raw)
     parsed = raw.parse()
     if stream:
         await _adrain(parsed)
@@ -222,6 +245,10 @@ ASYNC_PATHS: dict[str, tuple[str, Callable[[Any], Awaitable[Any]]]] = {
         lambda c: _aawait_drain(_chat(c, "chat.completions.create", stream=True)),
     ),
     "chat.completions.parse": (CHAT, lambda c: _chat(c, "chat.completions.parse")),
+    "beta.chat.completions.parse": (
+        CHAT,
+        lambda c: _chat(c, "beta.chat.completions.parse"),
+    ),
     "chat.completions.stream": (
         CHAT_STREAM,
         lambda c: _ahelper_stream(_chat(c, "chat.completions.stream")),
@@ -237,6 +264,10 @@ ASYNC_PATHS: dict[str, tuple[str, Callable[[Any], Awaitable[Any]]]] = {
     "chat with_raw_response stream": (
         CHAT_STREAM,
         lambda c: _araw(c, "chat.completions.with_raw_response.create", _chat, True),
+    ),
+    "chat.parse with_raw_response": (
+        CHAT,
+        lambda c: _araw(c, "chat.completions.with_raw_response.parse", _chat, False),
     ),
     "chat with_streaming_response": (
         CHAT,
@@ -260,6 +291,30 @@ ASYNC_PATHS: dict[str, tuple[str, Callable[[Any], Awaitable[Any]]]] = {
         RESPONSES_STREAM,
         lambda c: _ahelper_stream(_responses(c, "responses.stream")),
     ),
+    "beta.responses.create": (
+        RESPONSES,
+        lambda c: _responses(c, "beta.responses.create"),
+    ),
+    "responses with_raw_response": (
+        RESPONSES,
+        lambda c: _araw(c, "responses.with_raw_response.create", _responses, False),
+    ),
+    "responses with_streaming_response": (
+        RESPONSES,
+        lambda c: _astreaming(
+            c, "responses.with_streaming_response.create", _responses, False
+        ),
+    ),
+    "responses with_streaming_response stream": (
+        RESPONSES_STREAM,
+        lambda c: _astreaming(
+            c, "responses.with_streaming_response.create", _responses, True
+        ),
+    ),
+    "embeddings with_raw_response": (
+        EMBEDDINGS,
+        lambda c: _araw(c, "embeddings.with_raw_response.create", _embed, False),
+    ),
     "embeddings.create": (
         EMBEDDINGS,
         lambda c: _get(c, "embeddings.create")(
@@ -270,6 +325,7 @@ ASYNC_PATHS: dict[str, tuple[str, Callable[[Any], Awaitable[Any]]]] = {
         CHAT,
         lambda c: _chat(c.with_options(timeout=5), "chat.completions.create"),
     ),
+    "copy": (CHAT, lambda c: _chat(c.copy(), "chat.completions.create")),
 }
 
 

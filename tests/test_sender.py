@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from ingest_fakes import (
 )
 
 from traket._errors import ConfigurationError
-from traket._sender import BatchSender, DeliveryFailure, DeliveryStats
+from traket._sender import BatchSender, DeliveryFailure, DeliveryStats, event_of
 from traket._transport import HttpTransport
 
 __all__ = ["_http_server", "ingest", "senders", "silent_endpoint"]
@@ -233,10 +234,14 @@ def test_block_mode_takes_the_event_once_room_is_made(
     ingest.store.assert_exactly(events)
 
 
+@pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
 def test_submit_returns_while_the_ingest_hangs(
-    silent_endpoint: str, senders: list[BatchSender]
+    silent_endpoint: str, senders: list[BatchSender], tmp_path: Path, spooled: bool
 ) -> None:
-    sender = sender_for(silent_endpoint, senders, request_timeout=30, batch_size=5)
+    spool = {"spool_path": tmp_path / "spool.db"} if spooled else {}
+    sender = sender_for(
+        silent_endpoint, senders, request_timeout=30, batch_size=5, **spool
+    )
     done = threading.Event()
 
     def produce() -> None:
@@ -521,6 +526,9 @@ def test_the_write_key_never_reaches_logs_repr_or_on_error(
         {"flush_interval": -1},
         {"request_timeout": float("nan")},
         {"when_full": "drop_oldest"},
+        {"retry": {"max_backoff": 5}},
+        {"on_error": "print"},
+        {"max_in_flight": 65},
     ],
 )
 def test_bad_settings_are_refused_by_name(options: dict[str, Any]) -> None:
@@ -601,3 +609,90 @@ def test_events_waiting_out_an_outage_are_compacted_and_delivered_unchanged(
     assert sender.flush(10) is True
     ingest.store.assert_exactly(events)
     assert _holds(sender.stats())
+
+
+def test_repeated_drop_warnings_are_folded_into_counts(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ingest.fault = status(400)
+    sender = sender_for(ingest.url, senders)
+
+    with caplog.at_level(logging.WARNING, logger="traket"):
+        for round_ in range(1, 4):
+            for i in range(round_):
+                sender.submit(make_event(i))
+            assert sender.flush(5)
+        sender.shutdown(5)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "traket dropped 1 event(s): malformed",
+        "traket dropped 5 event(s): malformed",  # held back, then told at shutdown
+    ]
+    assert sender.stats().dropped["malformed"] == 6
+
+
+def test_events_behind_requests_that_hang_are_compacted_all_the_same(
+    silent_endpoint: str, senders: list[BatchSender]
+) -> None:
+    # Every sending slot is stuck on a request the ingest never answers; what waits
+    # behind them must still shrink to its JSON, or memory grows by whole dicts.
+    sender = sender_for(
+        silent_endpoint, senders, batch_size=10, max_in_flight=2, request_timeout=30
+    )
+    for i in range(300):
+        sender.submit(make_event(i))
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with sender._lock:
+            queued = list(sender._queue)
+            in_flight = len(sender._inflight)
+        whole = [item for item in queued if item.event is not None]
+        if len(whole) < 2 * 10 and in_flight == 2:
+            break
+        time.sleep(0.02)
+    assert in_flight == 2  # never more requests than max_in_flight
+    assert len(whole) < 2 * 10 < len(queued)
+
+
+def test_events_behind_a_stuck_ingest_are_packed_and_come_back_unchanged(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    gate = threading.Event()
+    failures: list[DeliveryFailure] = []
+    ingest.then(lambda events: gate.wait(10) and None)  # holds the one slot
+    sender = sender_for(
+        ingest.url,
+        senders,
+        batch_size=10,
+        max_in_flight=1,
+        request_timeout=10,
+        on_error=failures.append,
+        max_queue_events=250,
+    )
+    events = [make_event(i, metadata={"plan": "pro"}) for i in range(300)]
+    taken = [sender.submit(dict(event)) for event in events]
+    refused = tuple(event for event, ok in zip(events, taken, strict=True) if not ok)
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with sender._lock:
+            queued = list(sender._queue)
+        packed = [item for item in queued if (item.data or b"{")[:1] != b"{"]
+        if len(packed) >= len(queued) - 20 > 0:
+            break
+        time.sleep(0.02)
+    gate.set()
+    assert len(packed) >= len(queued) - 20 > 0
+    assert all(len(item.data or b"") < 200 for item in packed)  # JSON is ~280 B
+    by_key = {event["idempotencyKey"]: event for event in events}
+    unpacked = [event_of(item) for item in packed]  # what on_error would be given
+    assert unpacked == [by_key[event["idempotencyKey"]] for event in unpacked]
+
+    assert sender.flush(10) is True
+    ingest.store.assert_exactly([event for event in events if event not in refused])
+    assert [f.events for f in failures if f.reason == "queue_full"] == [refused]
+    assert 40 <= len(refused) <= 50  # the queue bound, beside one batch in flight

@@ -14,6 +14,7 @@ from email.utils import formatdate
 
 import pytest
 from ingest_fakes import (
+    WRITE_KEY,
     FakeIngest,
     Fault,
     RawIngest,
@@ -231,3 +232,84 @@ def test_retries_keep_the_exact_bytes_of_each_event(
 
     sent = [json.loads(body)["events"] for body in ingest.bodies]
     assert sent[0] == sent[1] == sent[2]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(lambda: "1", id="seconds"),
+        pytest.param(lambda: formatdate(time.time() + 2, usegmt=True), id="http-date"),
+    ],
+)
+def test_retry_after_is_waited_out_before_the_resend(
+    ingest: FakeIngest, senders: list[BatchSender], header: object
+) -> None:
+    from traket._retry import RetryPolicy
+
+    times: list[float] = []
+
+    def busy_then_fine(events: list[dict[str, object]]) -> object:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return status(429, retry_after=header())(events)  # type: ignore[operator]
+        return None
+
+    ingest.fault = busy_then_fine  # type: ignore[assignment]
+    policy = RetryPolicy(initial_backoff=0.01, max_backoff=0.02, max_retry_after=5)
+
+    _, events = _deliver(ingest.url, senders, count=5, retry=policy)
+
+    ingest.store.assert_exactly(events)
+    # A lower bound only: the wait the server asked for (an HTTP date has whole
+    # seconds, so "in 2 s" may mean a little over 1 s) was not cut short.
+    assert times[1] - times[0] >= 0.9
+
+
+def test_a_redirect_is_not_followed_and_the_batch_is_reported(
+    ingest: FakeIngest, raw_ingest: RawIngest, senders: list[BatchSender]
+) -> None:
+    from werkzeug import Response
+
+    failures: list[DeliveryFailure] = []
+    ingest.then(
+        lambda events: Response(status=307, headers={"Location": raw_ingest.url})
+    )
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    event = make_event()
+
+    sender.submit(event)
+    assert sender.flush(5)
+
+    assert raw_ingest.requests == 0  # the write key went nowhere else
+    assert [(f.reason, f.events, f.status) for f in failures] == [
+        ("malformed", (event,), 307)
+    ]
+
+
+def test_an_ingest_that_echoes_the_write_key_does_not_leak_it(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from werkzeug import Response
+
+    failures: list[DeliveryFailure] = []
+
+    def echo(events: list[dict[str, object]]) -> Response:
+        return Response(f"bad request, Authorization: Bearer {WRITE_KEY}", 400)
+
+    def echo_rejected(events: list[dict[str, object]]) -> Response:
+        rejected = [{"index": 0, "error": f"key {WRITE_KEY} may not send this"}]
+        return Response(json.dumps({"accepted": 0, "rejected": rejected}), 200)
+
+    ingest.then(echo, echo_rejected)
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+
+    with caplog.at_level(logging.DEBUG):
+        for index in range(2):
+            sender.submit(make_event(index))
+            assert sender.flush(5)
+
+    assert [f.reason for f in failures] == ["malformed", "rejected"]
+    assert all("Bearer" in f.detail or "key" in f.detail for f in failures)
+    assert WRITE_KEY not in repr(failures) + caplog.text

@@ -16,7 +16,10 @@ __all__ = ["_http_server", "ingest", "senders"]
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = f"""
-import ctypes, json, os, sys, threading
+import ctypes, json, os, sys, threading, warnings
+# Python 3.12+ warns on any fork of a threaded process (this script's own holder
+# thread is enough); the warning is not the sender's output, which must be none.
+warnings.filterwarnings("ignore", "This process .* multi-threaded", DeprecationWarning)
 from traket._sender import BatchSender
 from traket._transport import HttpTransport
 

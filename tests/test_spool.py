@@ -227,3 +227,17 @@ def test_a_spooled_backlog_adds_workers_without_deadlocking(
     assert sender.flush(10) is True
     assert set(ingest.store.events) == {f"backlog-{i}" for i in range(300)}
     sender.shutdown(1)
+
+
+def test_an_event_refused_for_its_key_stays_for_a_process_with_a_fixed_key(
+    ingest: FakeIngest, senders: list[BatchSender], tmp_path: Path
+) -> None:
+    ingest.then(status(401))
+    sender = sender_for(ingest.url, senders, spool_path=tmp_path / "spool.db")
+    event = make_event()
+
+    sender.submit(event)
+    assert sender.flush(5)
+
+    assert sender.stats().dropped["unauthorized"] == 1
+    assert _rows(tmp_path / "spool.db") == [event]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import json
-from collections.abc import Mapping
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +16,11 @@ import requests
 from ingest_fakes import (
     WRITE_KEY,
     FakeIngest,
+    RawIngest,
     _http_server,
     ingest,
     make_event,
+    raw_ingest,
     senders,
     silent_endpoint,
 )
@@ -27,7 +33,9 @@ from traket._transport import (
     TransportResponse,
 )
 
-__all__ = ["_http_server", "ingest", "senders", "silent_endpoint"]
+__all__ = ["_http_server", "ingest", "raw_ingest", "senders", "silent_endpoint"]
+
+_CA_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
 
 def _body(*events: dict[str, Any]) -> bytes:
@@ -186,3 +194,106 @@ def test_a_callable_transport_that_raises_is_a_transport_error() -> None:
     with pytest.raises(TransportError) as caught:
         transport.send(b"{}", gzipped=False, timeout=1)
     assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+class _Accept(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"accepted":1,"duplicates":0,"rejected":[]}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@pytest.fixture
+def tls_ingest(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS ingest on 127.0.0.1 whose certificate no system CA vouches for."""
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/events", ca_file
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_untrusted_certificate_is_refused(
+    tls_ingest: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in _CA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    url, _ = tls_ingest
+    transport = HttpTransport(url, WRITE_KEY)
+
+    with pytest.raises(TransportError) as caught:
+        transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert isinstance(caught.value.__cause__, requests.exceptions.SSLError)
+
+
+def test_a_ca_bundle_from_the_environment_is_trusted(
+    tls_ingest: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in _CA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    url, ca_file = tls_ingest
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+    transport = HttpTransport(url, WRITE_KEY)
+
+    answer = transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert answer.status == 200
+
+
+def test_a_proxy_from_the_environment_carries_the_request(
+    raw_ingest: RawIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", raw_ingest.url.rsplit("/", 1)[0])
+    transport = HttpTransport("http://127.0.0.1:9/api/v1/usage/events", WRITE_KEY)
+    event = make_event()
+
+    answer = transport.send(_body(event), gzipped=False, timeout=5)
+
+    assert answer.status == 200  # nothing listens on port 9: the proxy answered
+    raw_ingest.store.assert_exactly([event])
+
+
+def test_an_echoed_write_key_is_blanked_out_of_the_answer(ingest: FakeIngest) -> None:
+    from werkzeug import Response
+
+    ingest.then(lambda events: Response(f"who is {WRITE_KEY}?", status=400))
+    transport = HttpTransport(ingest.url, WRITE_KEY)
+
+    answer = transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert answer.body == b"who is [write key]?"
+
+
+def test_a_netrc_entry_cannot_replace_the_bearer_key(
+    ingest: FakeIngest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password their-netrc-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    transport = HttpTransport(ingest.url, WRITE_KEY)
+
+    answer = transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert answer.status == 200
+    assert ingest.headers[0]["Authorization"] == f"Bearer {WRITE_KEY}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -20,7 +21,12 @@ from typing import Any, TypeVar
 from . import _scope
 from ._errors import ConfigurationError, InvalidEventError, describe
 from ._event import Event, build_event
-from ._observe import observe_error, observe_response
+from ._observe import (
+    checked_attribution,
+    observe_error,
+    observe_response,
+    observed_event,
+)
 from ._sender import BatchSender, DeliveryFailure, DeliveryStats
 from ._transport import CallableTransport, HttpTransport, Transport
 
@@ -33,14 +39,82 @@ LegacyTransport = Callable[[str, Mapping[str, str], bytes], Mapping[str, Any]]
 logger = logging.getLogger(__name__)
 
 
-def _positive(name: str, value: int | float | None, fallback: int) -> int:
+def _positive(name: str, value: int | float | None, fallback: int) -> int | float:
     if value is None:
         return fallback
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigurationError(
             f"{name}: expected a positive number, received {describe(value)}"
         )
-    return round(value)
+    return value
+
+
+def _batch_size(value: int | float | None) -> int:
+    size = _positive("batch_size", value, MAX_BATCH_EVENTS)
+    if size != int(size):
+        raise ConfigurationError(
+            f"batch_size: expected a whole number of events, received {describe(value)}"
+        )
+    # A batch of more than 100 events is one the ingest refuses.
+    return min(int(size), MAX_BATCH_EVENTS)
+
+
+def _timeout(value: float | None) -> float | None:
+    """Return a flush timeout, or raise naming what is wrong with it."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value >= 0
+        or value == math.inf
+    ):
+        raise ValueError(
+            "timeout: expected None or a number of seconds >= 0, "
+            f"received {describe(value)}"
+        )
+    return value
+
+
+# The BatchSender settings a caller may pass to `create_margins` as they are.
+_SENDER_OPTIONS = frozenset(inspect.signature(BatchSender).parameters) - {
+    "transport",
+    "batch_size",
+    "flush_interval",
+    "on_error",
+    "gzip",
+    "spool_path",
+}
+
+
+_BATCH = 'a list of 1 to 100 events, as events=[...] or {"events": [...]}'
+
+
+def _batch_events(
+    input: Mapping[str, Any] | None, events: Iterable[Mapping[str, Any]] | None
+) -> list[Any]:
+    """Return the events of a `track_batch` call, or raise naming what is wrong."""
+    if input is not None and events is not None:
+        raise InvalidEventError("events", _BATCH, "both a mapping and events=")
+    if events is None and input is not None:
+        if not isinstance(input, Mapping):
+            raise InvalidEventError("events", _BATCH, describe(input))
+        events = input.get("events")
+    if events is None:
+        received = "nothing" if input is None else describe(None)
+        raise InvalidEventError("events", _BATCH, received)
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+        raise InvalidEventError("events", _BATCH, describe(events))
+
+    items = list(events)
+    if not 1 <= len(items) <= MAX_BATCH_EVENTS:
+        raise InvalidEventError("events", _BATCH, f"{len(items)} events")
+    return items
 
 
 class _WarnOnce:
@@ -78,7 +152,15 @@ class OpenAITracker:
         re-raised unchanged. When instrumentation already meters the call inside,
         it records the event, with these attributes, and this wrapper does not.
         """
-        block = _scope.explicit(dict(attribution or {}))
+        if not callable(call):
+            raise TypeError(
+                "call: expected a callable that makes one OpenAI call, "
+                f"received {describe(call)}"
+            )
+        if attribution is not None and not isinstance(attribution, Mapping):
+            expected = "a mapping of event fields such as feature"
+            raise InvalidEventError("attribution", expected, describe(attribution))
+        block = _scope.explicit(attribution or {})
         started = time.perf_counter()
         with block, _scope.interception() as intercepted:
             try:
@@ -139,23 +221,35 @@ class Margins:
         allow_insecure_http: bool = False,
         **sender_options: Any,
     ) -> None:
+        unknown = sorted(set(sender_options) - _SENDER_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"create_margins() got an unexpected option {unknown[0]!r}; "
+                f"delivery options are {', '.join(sorted(_SENDER_OPTIONS))}"
+            )
+        given = write_key
         write_key = write_key or os.environ.get("TRAKET_WRITE_KEY")
         if not write_key:
+            received = "an empty string" if given == "" else "nothing"
             raise ConfigurationError(
-                "write_key: expected a Traket write key, received nothing "
+                f"write_key: expected a Traket write key, received {received} "
                 "(pass write_key= or set TRAKET_WRITE_KEY)"
             )
         if not isinstance(write_key, str):
+            # The type only: the value is a secret.
             raise ConfigurationError(
                 f"write_key: expected a string, received {type(write_key).__name__}"
+            )
+        if on_error is not None and not callable(on_error):
+            raise ConfigurationError(
+                "on_error: expected a callable taking a DeliveryFailure, "
+                f"received {describe(on_error)}"
             )
         self.endpoint = (
             endpoint or os.environ.get("TRAKET_ENDPOINT") or DEFAULT_ENDPOINT
         )
         self.write_key = write_key
-        self.batch_size = min(
-            _positive("batch_size", batch_size, MAX_BATCH_EVENTS), MAX_BATCH_EVENTS
-        )
+        self.batch_size = _batch_size(batch_size)
         self.flush_interval_ms = _positive("flush_interval_ms", flush_interval_ms, 1000)
         self.estimate_cost = estimate_cost
         self.openai = OpenAITracker(self)
@@ -217,16 +311,7 @@ class Margins:
         Takes `track_batch(events=[...])` or `track_batch({"events": [...]})`.
         Returns `{"queued": n, "dropped": n, "idempotencyKeys": [...]}`.
         """
-        raw = events if events is not None else (input or {}).get("events")
-        if raw is None or isinstance(raw, str | bytes | Mapping):
-            raise InvalidEventError(
-                "events", "a list of 1 to 100 events", describe(raw)
-            )
-        items = list(raw)
-        if not 1 <= len(items) <= MAX_BATCH_EVENTS:
-            raise InvalidEventError(
-                "events", "a list of 1 to 100 events", f"{len(items)} events"
-            )
+        items = _batch_events(input, events)
         prepared = []
         for index, item in enumerate(items):
             try:
@@ -257,15 +342,14 @@ class Margins:
         caller wins over the detected one.
         """
         try:
-            fields = _scope.merge_fields(defaults or {}, scope)
-            if "provider" in fields:
-                observed = {k: v for k, v in observed.items() if k != "provider"}
-            fields = _scope.merge_fields(fields, observed)
-            if "externalCustomerId" not in fields:
-                fields["attributionQuality"] = "missing"
-            elif "attributionQuality" not in fields:
-                fields["attributionQuality"] = "default"
-            self._sender.submit(self._prepare(fields))
+            # Only the attribution is validated: the rest is traket's own reading.
+            attribution = checked_attribution(scope, defaults)
+            event = observed_event(observed, attribution)
+            if self.estimate_cost and "cost" not in event:
+                from ._pricing import attach_estimate
+
+                event = attach_estimate(event)
+            self._sender.submit(event)
         except Exception as error:
             warn_once(
                 "traket could not record an OpenAI call (%s); the call itself was "
@@ -275,15 +359,15 @@ class Margins:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything queued so far; True when done, False on timeout."""
-        return self._sender.flush(timeout)
+        return self._sender.flush(_timeout(timeout))
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Flush without blocking the event loop (runs `flush` in a thread)."""
-        return await asyncio.to_thread(self._sender.flush, timeout)
+        return await asyncio.to_thread(self._sender.flush, _timeout(timeout))
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush, then stop the sender; later events are dropped and counted."""
-        return self._sender.shutdown(timeout)
+        return self._sender.shutdown(_timeout(timeout))
 
     def stats(self) -> DeliveryStats:
         """Return delivery counts: enqueued = delivered + dropped + pending."""
@@ -338,11 +422,13 @@ def _current_client() -> Margins | None:
 
 def flush(timeout: float | None = None) -> bool:
     """Flush the default client, if there is one; True when everything was sent."""
+    timeout = _timeout(timeout)
     client = _current_client()
     return True if client is None else client.flush(timeout)
 
 
 async def aflush(timeout: float | None = None) -> bool:
     """Flush the default client without blocking the event loop."""
+    timeout = _timeout(timeout)
     client = _current_client()
     return True if client is None else await client.aflush(timeout)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 _MAX_REPR = 60
 
 
 def describe(value: Any) -> str:
-    """Describe a received value by type and a short repr, never the whole value."""
-    text = repr(value)
-    if len(text) > _MAX_REPR:
-        text = text[: _MAX_REPR - 3] + "..."
-    return f"{text} ({type(value).__name__})"
+    """Describe a received value for an error message, never the whole value.
+
+    A scalar shows a short repr and its type. Anything else shows its type (and
+    length) only: a list of messages or a response object may hold user text,
+    and an error message often ends up in a log.
+    """
+    name = type(value).__name__
+    if value is None or isinstance(value, str | int | float):
+        text = repr(value)
+        if len(text) > _MAX_REPR:
+            text = text[: _MAX_REPR - 3] + "..."
+        return f"{text} ({name})"
+    if isinstance(value, Sized):
+        try:
+            return f"{name} of length {len(value)}"
+        except Exception:  # a __len__ that fails is still a value of that type
+            pass
+    return f"{name} object"
 
 
 class TraketError(Exception):

@@ -181,6 +181,24 @@ def build_event(fields: Mapping[str, Any]) -> Event:
     `idempotencyKey` and `occurredAt` unless given. Never mutates `fields`.
     Raises `InvalidEventError` naming the field, what was expected and what came.
     """
+    event = check_fields(fields)
+    provider = event.get("provider")
+    if not provider:
+        received = "an empty string" if provider == "" else "nothing"
+        raise InvalidEventError("provider", "a non-empty string", received)
+    if "idempotencyKey" not in event:
+        event["idempotencyKey"] = new_idempotency_key()
+    if "occurredAt" not in event:
+        event["occurredAt"] = utc_now_iso()
+    return event
+
+
+def check_fields(fields: Mapping[str, Any]) -> Event:
+    """Return `fields` validated and under their wire names, without an identity.
+
+    What `build_event` does to each field, for a part of an event (e.g. the
+    attribution an instrumented call is recorded with); no field is required.
+    """
     if not isinstance(fields, Mapping):
         raise InvalidEventError("event", "a mapping of event fields", describe(fields))
 
@@ -195,15 +213,6 @@ def build_event(fields: Mapping[str, Any]) -> Event:
         checked = _VALIDATORS[key](key, value)
         if checked or key != "metadata":
             event[key] = checked
-
-    provider = event.get("provider")
-    if not provider:
-        received = "an empty string" if provider == "" else "nothing"
-        raise InvalidEventError("provider", "a non-empty string", received)
-    if "idempotencyKey" not in event:
-        event["idempotencyKey"] = new_idempotency_key()
-    if "occurredAt" not in event:
-        event["occurredAt"] = utc_now_iso()
     return event
 
 

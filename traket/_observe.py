@@ -1,14 +1,26 @@
-"""Read what a metered call reported: model, ids, usage, and error details.
+"""Read what a metered call reported, and build the event it is recorded as.
 
-Only these fields are read from a response or an exception; nothing else of a
-provider's answer (its text, its headers, its message) is ever kept.
+Only model, ids, usage and error details are read from a response or an
+exception; nothing else of a provider's answer (its text, its headers, its
+message) is ever kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
+from . import _scope
+from ._errors import InvalidEventError, describe
+from ._event import (
+    STATUSES,
+    Event,
+    check_fields,
+    new_idempotency_key,
+    sanitize_metadata,
+    utc_now_iso,
+)
 from ._usage import usage_from_openai
 
 
@@ -64,3 +76,69 @@ def observe_error(error: BaseException) -> dict[str, Any]:
     if request_id:
         observed["providerRequestId"] = request_id
     return observed
+
+
+# The attribution last checked, by identity: (scope, defaults, checked fields).
+# Only immutable mappings are kept (scope frames, instrumentation's defaults), so
+# the many calls made inside one `attribute()` block check it once.
+_last_checked: tuple[Any, Any, Event] | None = None
+
+
+def checked_attribution(
+    scope: Mapping[str, Any], defaults: Mapping[str, Any] | None
+) -> Event:
+    """Return `defaults` overlaid with `scope`, validated and under wire names.
+
+    Raises `InvalidEventError` naming the field when an attribute is malformed.
+    """
+    global _last_checked
+    last = _last_checked
+    if last is not None and last[0] is scope and last[1] is defaults:
+        return last[2]
+    merged = _scope.merge_fields(defaults, scope) if defaults else scope
+    checked = check_fields(merged)
+    if type(scope) is MappingProxyType and (
+        defaults is None or type(defaults) is MappingProxyType
+    ):
+        _last_checked = (scope, defaults, checked)
+    return checked
+
+
+def observed_event(observed: Mapping[str, Any], attribution: Event) -> Event:
+    """Build the wire event of a metered call from what traket observed.
+
+    `observed` comes from traket's own readers (wire keys; strings, counts and
+    usage already in wire shape), so only its metadata is sanitized here, merged
+    with the attribution's; `attribution` comes from `checked_attribution`. What
+    was measured wins over attributes, except a provider the caller named.
+    """
+    event = dict(attribution)
+    keep_provider = "provider" in attribution
+    for key, value in observed.items():
+        if value is not None and not (keep_provider and key == "provider"):
+            event[key] = value
+    metadata = observed.get("metadata")
+    outer = attribution.get("metadata")
+    if outer:
+        metadata = {**outer, **metadata} if metadata else outer
+    labels = sanitize_metadata(metadata) if metadata else None
+    if labels:
+        event["metadata"] = labels
+    else:
+        event.pop("metadata", None)
+
+    if "externalCustomerId" not in event:
+        event["attributionQuality"] = "missing"
+    elif "attributionQuality" not in event:
+        event["attributionQuality"] = "default"
+    if not event.get("provider"):
+        raise InvalidEventError("provider", "a non-empty string", "nothing")
+    if event.get("status") not in STATUSES:
+        raise InvalidEventError(
+            "status", "a call status", describe(event.get("status"))
+        )
+    if "idempotencyKey" not in event:
+        event["idempotencyKey"] = new_idempotency_key()
+    if "occurredAt" not in event:
+        event["occurredAt"] = utc_now_iso()
+    return event

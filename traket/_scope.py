@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from ._errors import InvalidEventError, describe
-from ._event import canonical_key
+from ._errors import InvalidEventError
+from ._event import canonical_key, check_fields
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,17 +40,25 @@ def scope_fields(
     `InvalidEventError`, so a typo does not silently lose attribution. `quality`
     becomes `attributionQuality` when the fields name a customer.
     """
-    result: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for name, value in fields.items():
         key = "externalCustomerId" if name == "customer" else canonical_key(name)
         if key is None:
             expected = "an event field such as customer, feature or environment"
             raise InvalidEventError(name, expected, "an unknown field name")
-        if value is None:
-            continue
-        if key == "metadata" and not isinstance(value, Mapping):
-            raise InvalidEventError(key, "a mapping of labels", describe(value))
-        result[key] = value
+        if value is not None:
+            given[key] = value
+            spelled[key] = name
+
+    # Checked here, where the caller can fix it, rather than when a call is metered.
+    try:
+        result = check_fields(given)
+    except InvalidEventError as error:
+        head = re.match(r"\w*", error.field)
+        key = head.group() if head else ""
+        field = spelled.get(key, key) + error.field[len(key) :]
+        raise InvalidEventError(field, error.expected, error.received) from None
     if quality is not None and "externalCustomerId" in result:
         result.setdefault("attributionQuality", quality)
     return result
@@ -106,15 +115,7 @@ class Attribution:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        token = self._tokens.pop()
-        try:
-            _FRAME.reset(token)
-        except ValueError:
-            # Entered in another context (a generator resumed elsewhere, a task
-            # switch): put back what was there before this block, never crash.
-            _FRAME.set(
-                token.old_value if token.old_value is not token.MISSING else _EMPTY
-            )
+        _reset(self._tokens.pop())
 
     async def __aenter__(self) -> Attribution:
         return self.__enter__()
@@ -130,6 +131,24 @@ class Attribution:
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Decorate `function` so that every call runs inside this block."""
         fields = self._fields
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def run_generator(*args: Any, **kwargs: Any) -> Any:
+                frame = MappingProxyType(merge_fields(_FRAME.get(), fields))
+                return _in_frame(function(*args, **kwargs), frame)
+
+            return run_generator
+
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            def run_async_generator(*args: Any, **kwargs: Any) -> Any:
+                frame = MappingProxyType(merge_fields(_FRAME.get(), fields))
+                return _in_frame_async(function(*args, **kwargs), frame)
+
+            return run_async_generator
+
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -147,6 +166,81 @@ class Attribution:
         return run
 
 
+def _reset(token: contextvars.Token[Mapping[str, Any]]) -> None:
+    """Undo `_FRAME.set`; from another context, put back the value it replaced."""
+    try:
+        _FRAME.reset(token)
+    except ValueError:
+        # Entered in another context (a generator resumed elsewhere, a task
+        # switch): put back what was there before this block, never crash.
+        _FRAME.set(token.old_value if token.old_value is not token.MISSING else _EMPTY)
+
+
+# A decorated generator runs each step (up to its next yield) with its own frame
+# set, and puts the caller's frame back before the item reaches the caller: the
+# scope is active inside the generator only, never in the code consuming it. The
+# frame is carried from step to step, so a block opened inside the generator
+# across a yield stays open for it alone.
+
+
+def _in_frame(
+    generator: Generator[Any, Any, Any], frame: Mapping[str, Any]
+) -> Generator[Any, Any, Any]:
+    step: Callable[[Any], Any] = generator.send
+    value: Any = None
+    while True:
+        token = _FRAME.set(frame)
+        try:
+            item = step(value)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            frame = _FRAME.get()
+            _reset(token)
+
+        try:
+            value = yield item
+            step = generator.send
+        except GeneratorExit:
+            token = _FRAME.set(frame)
+            try:
+                generator.close()
+            finally:
+                _reset(token)
+            raise
+        except BaseException as error:
+            step, value = generator.throw, error
+
+
+async def _in_frame_async(
+    generator: AsyncGenerator[Any, Any], frame: Mapping[str, Any]
+) -> AsyncGenerator[Any, Any]:
+    step: Callable[[Any], Any] = generator.asend
+    value: Any = None
+    while True:
+        token = _FRAME.set(frame)
+        try:
+            item = await step(value)
+        except StopAsyncIteration:
+            return
+        finally:
+            frame = _FRAME.get()
+            _reset(token)
+
+        try:
+            value = yield item
+            step = generator.asend
+        except GeneratorExit:
+            token = _FRAME.set(frame)
+            try:
+                await generator.aclose()
+            finally:
+                _reset(token)
+            raise
+        except BaseException as error:
+            step, value = generator.athrow, error
+
+
 def attribute(
     customer: str | None = None, feature: str | None = None, **fields: Any
 ) -> Attribution:
@@ -154,8 +248,11 @@ def attribute(
 
     `customer` is the caller's own customer id (`externalCustomerId` on the wire).
     Other keyword arguments are event fields (`environment`, `prompt_type`,
-    `metadata={...}`, ...). Nested blocks merge and the inner one wins; asyncio tasks
-    inherit the block they were created in; use `carry_attribution` for threads.
+    `metadata={...}`, ...); an unknown name or a malformed value raises
+    `InvalidEventError` here. Nested blocks merge and the inner one wins; asyncio
+    tasks inherit the block they were created in; use `carry_attribution` for
+    threads. As a decorator it wraps functions, coroutine functions and (async)
+    generator functions, whose scope holds inside the generator only.
     """
     given = {"customer": customer, "feature": feature, **fields}
     return Attribution(scope_fields(given, quality="scope"))

@@ -30,6 +30,7 @@ import os
 import threading
 import time
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -84,9 +85,28 @@ MAX_BATCH_BYTES = 1_000_000  # under the ingest's 1 MiB, with room for the envel
 MAX_EVENT_BYTES = 32 * 1024
 
 _BODY_HEAD = b'{"events":['
+# Events that wait behind a stuck or failing ingest are kept deflated with this preset
+# dictionary of wire keys and common values: alone, an event then takes about a third
+# of its JSON. JSON starts with "{", so the leading byte tells a packed event apart.
+_PACKED = b"\x00"
+_ZDICT = (
+    b'"metadata":{},"units":[{"quantity":,"billableQuantity":,"unitName":"",'
+    b'"unitType":"","providerRawKey":""}],"cost":{"amount":,"currency":"usd",'
+    b'"source":"price_table","priceVersion":""},"customerId":"","promptType":"",'
+    b'"providerRequestId":"req_","traceId":"","granularity":"request",'
+    b'"attributionQuality":"explicit","attributionQuality":"scope",'
+    b'{"provider":"openai","model":"gpt-4o-mini","operation":"responses.create",'
+    b'"operation":"chat.completions.create","status":"success",'
+    b'"externalCustomerId":"","feature":"","environment":"production",'
+    b'"providerResponseId":"resp_","durationMs":,"usage":{"input_tokens":,'
+    b'"input_tokens_details":{"cached_tokens":0},"output_tokens":,'
+    b'"output_tokens_details":{"reasoning_tokens":0},"total_tokens":},'
+    b'"idempotencyKey":"","occurredAt":"2026-12-01T00:00:00.000Z"}'
+)
 _BODY_TAIL = b"]}"
 _DOOR_SAMPLE = 256  # dropped-at-submit events kept for on_error, per reason and report
 _IDLE_WAKE = 1.0  # an idle worker still wakes this often to report drops
+_STUCK_AFTER = 1.0  # every slot busy this long: the ingest is stuck, pack what waits
 _WARN_EVERY = 60.0  # repeated drop warnings are folded into one per reason per minute
 _DETAIL_CHARS = 300
 # Reasons after which a spooled row stays on disk: the event was never refused on its
@@ -133,9 +153,10 @@ class DeliveryFailure:
 class _Item:
     """One queued event with what the sender needs to account for it.
 
-    While it waits through an outage, a worker compacts it: `data` (its JSON) is set
-    and then `event` cleared, in that order, so a reader that finds `event` gone
-    finds `data` set. `event_of` gives the event back either way.
+    While it waits through an outage, a worker compacts it: `data` (its JSON, perhaps
+    packed: read it through `_unpack`) is set and then `event` cleared, in that
+    order, so a reader that finds `event` gone finds `data` set. `event_of` gives the
+    event back either way.
     """
 
     __slots__ = ("born", "data", "event", "row", "seq", "size")
@@ -161,20 +182,39 @@ def event_of(item: _Item) -> dict[str, Any]:
     """Return the wire event of `item`, decoding it when it was compacted."""
     event = item.event
     if event is None:
-        decoded: dict[str, Any] = json.loads(item.data or b"{}")
+        decoded: dict[str, Any] = json.loads(_unpack(item.data or b"{}"))
         return decoded
     return event
+
+
+def _pack(data: bytes) -> bytes:
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return _PACKED + packer.compress(data) + packer.flush()
+
+
+def _unpack(data: bytes) -> bytes:
+    """Return an event's JSON, inflating it if it was packed."""
+    if data[:1] != _PACKED:
+        return data
+    return zlib.decompressobj(-15, zdict=_ZDICT).decompress(data[1:])
 
 
 class _Batch:
     """Events sent together; kept whole across retries until split by a 413."""
 
-    __slots__ = ("attempts", "items", "ready_at")
+    __slots__ = ("attempts", "items", "ready_at", "taken_at")
 
-    def __init__(self, items: list[_Item], attempts: int = 0) -> None:
+    def __init__(
+        self, items: list[_Item], attempts: int = 0, taken_at: float = math.inf
+    ) -> None:
         self.items = items
         self.attempts = attempts
         self.ready_at = 0.0
+        self.taken_at = taken_at  # when a sending thread took it
+
+    def part(self, items: list[_Item]) -> _Batch:
+        """Return a batch of some of these items, which carries on where this one is."""
+        return _Batch(items, self.attempts, self.taken_at)
 
     @property
     def oldest(self) -> float:
@@ -188,20 +228,21 @@ class _Batch:
 def _estimate_size(event: Mapping[str, Any]) -> int:
     """Guess an event's JSON size without serializing it; cheap enough for submit.
 
-    Strings count their length; one level of nesting (usage, cost, metadata) is looked
-    into; anything deeper counts a flat amount. The exact size is measured on the
-    worker.
+    Keys and strings count their length; one level of nesting (usage, cost,
+    metadata) is looked into; anything deeper counts a flat amount. The exact size
+    is measured on the worker.
     """
-    size = 2
-    for key, value in event.items():
-        size += len(key) + 4
-        if isinstance(value, str):
+    size = 2 + 4 * len(event) + sum(map(len, event))
+    for value in event.values():
+        kind = type(value)
+        if kind is str:
             size += len(value)
-        elif isinstance(value, dict):
-            for inner_key, inner in value.items():
-                size += len(inner_key) + 4
-                size += len(inner) if isinstance(inner, str) else 24
-        elif isinstance(value, (list, tuple)):
+        elif kind is dict:
+            size += 16 * len(value) + sum(map(len, value))
+            for inner in value.values():
+                if type(inner) is str:
+                    size += len(inner)
+        elif kind is list or kind is tuple:
             size += 96 * len(value)
         else:
             size += 12
@@ -217,7 +258,8 @@ def _serialize(event: Mapping[str, Any]) -> bytes:
 
 
 def _body(items: Iterable[_Item]) -> bytes:
-    return _BODY_HEAD + b",".join(item.data or b"" for item in items) + _BODY_TAIL
+    events = b",".join(_unpack(item.data or b"") for item in items)
+    return _BODY_HEAD + events + _BODY_TAIL
 
 
 def _rejected_indexes(body: bytes, count: int) -> dict[int, str]:
@@ -361,6 +403,15 @@ class BatchSender:
             raise ConfigurationError(
                 f"when_full: expected 'drop_newest' or 'block', received {when_full!r}"
             )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"retry: expected a traket.RetryPolicy, received {type(retry).__name__}"
+            )
+        if on_error is not None and not callable(on_error):
+            raise ConfigurationError(
+                "on_error: expected a callable taking a DeliveryFailure, "
+                f"received {type(on_error).__name__}"
+            )
 
         self._transport = transport
         self._batch_size = batch_size
@@ -407,6 +458,7 @@ class BatchSender:
         self._inflight: set[_Batch] = set()
         self._seq = 0
         self._compact_mark = 0  # queued items below this seq were compacted
+        self._pack_mark = 0  # and below this one, packed
         self._pending = 0
         self._delivered = 0
         self._retried = 0
@@ -501,7 +553,9 @@ class BatchSender:
 
         Every full batch wakes a worker. A backlog of two batches with no idle
         worker (all of them waiting on a slow ingest) asks for one more, which
-        sends in parallel or, in an outage, compacts the waiting events.
+        sends in parallel or, in an outage, compacts the waiting events. There is
+        one worker more than `max_in_flight`, so that even with every request stuck
+        on an ingest that does not answer, one is free to compact.
         """
         self._seq += 1
         self._pending += 1
@@ -514,7 +568,7 @@ class BatchSender:
         return (
             queued >= 2 * self._batch_size
             and self._idle == 0
-            and len(self._workers) < self._max_in_flight
+            and len(self._workers) <= self._max_in_flight
         )
 
     def _drop_at_door(self, event: dict[str, Any], reason: DropReason) -> None:
@@ -633,7 +687,7 @@ class BatchSender:
             target=self._worker_loop, name="traket-sender", daemon=True
         )
         with self._lock:
-            if self._stopping or len(self._workers) >= self._max_in_flight:
+            if self._stopping or len(self._workers) > self._max_in_flight:
                 return
             self._workers.append(thread)
         try:
@@ -692,12 +746,15 @@ class BatchSender:
                         return
                     self._compact()
                 else:
+                    # Hand the backlog to another worker before this one may block
+                    # on the ingest: once the producers have stopped, no submit
+                    # will ask for one.
+                    if self._wants_worker():
+                        self._spawn_worker()
                     try:
                         self._process(batch, None)
                     except Exception:
                         logger.debug("traket sender failed on a batch", exc_info=True)
-                    if self._wants_worker():
-                        self._spawn_worker()
                 self._report_door_drops()
         finally:
             with self._lock:
@@ -712,7 +769,7 @@ class BatchSender:
             return (
                 len(self._queue) >= self._batch_size
                 and self._idle == 0
-                and len(self._workers) < self._max_in_flight
+                and len(self._workers) <= self._max_in_flight
             )
 
     def _next_batch(
@@ -720,8 +777,10 @@ class BatchSender:
     ) -> _Batch | None:
         """Wait for work and take it, or return `None`.
 
-        A worker (`until is None`) gets `None` when it should stop or report drops; a
-        flusher gets `None` once `until()` holds or its deadline has passed.
+        A worker (`until is None`) gets `None` when it should stop, report drops or
+        compact; it takes a batch only while fewer than `max_in_flight` are in
+        flight. A flusher takes one regardless (a stuck worker must not stall it)
+        and gets `None` once `until()` holds or its deadline has passed.
         """
         worker = until is None
         with self._lock:
@@ -733,12 +792,15 @@ class BatchSender:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     return None
-                batch = self._take_ready(now)
+                slot = not worker or len(self._inflight) < self._max_in_flight
+                batch = self._take_ready(now) if slot else None
                 if batch is not None:
+                    batch.taken_at = now
                     self._inflight.add(batch)
                     return batch
 
-                wait = self._time_to_work(now)
+                # With every slot taken, wait for a settle to free one.
+                wait = self._time_to_work(now) if slot else _IDLE_WAKE
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 if worker:
@@ -780,33 +842,57 @@ class BatchSender:
         return _Batch(items)
 
     def _backlog_to_compact(self) -> bool:
-        """Tell whether two batches' worth of queued events wait uncompacted; locked."""
+        """Tell whether two batches' worth of queued events wait uncompacted; locked.
+
+        Behind a failing or stuck ingest, events compacted to JSON only count as
+        uncompacted until they are packed.
+        """
         if not self._queue:
             return False
-        first = max(self._compact_mark, self._queue[0].seq)
+        mark = self._compact_mark
+        if self._pack_mark < mark and self._stuck():
+            mark = self._pack_mark
+        first = max(mark, self._queue[0].seq)
         return self._queue[-1].seq - first + 1 >= 2 * self._batch_size
+
+    def _stuck(self) -> bool:
+        """Tell whether a batch waits out a backoff or every slot is held up; locked."""
+        if self._parked:
+            return True
+        if len(self._inflight) < self._max_in_flight:
+            return False
+        newest = max(batch.taken_at for batch in self._inflight)
+        return time.monotonic() - newest >= _STUCK_AFTER
 
     def _compact(self) -> None:
         """Swap waiting events for their JSON bytes, which take a third the memory.
 
-        Runs on a worker with no batch to send (the ingest is down or slow), without
-        the lock: only `data` and `event` of each item change, in the order
-        `_Item` documents.
+        Behind an ingest that is failing (a batch waits out a backoff) or stuck (every
+        request slot taken for a second), the JSON is packed too, to a third again.
+        Runs on a worker with no batch to send, without the lock: only `data` and
+        `event` of each item change, in the order `_Item` documents, and every
+        reader of `data` unpacks it.
         """
         with self._lock:
-            mark = self._compact_mark
+            stuck = self._stuck()
+            mark = self._pack_mark if stuck else self._compact_mark
             items = [item for item in self._queue if item.seq >= mark]
             if items:
-                self._compact_mark = items[-1].seq + 1
+                self._compact_mark = max(self._compact_mark, items[-1].seq + 1)
+                if stuck:
+                    self._pack_mark = items[-1].seq + 1
         for item in items:
-            event = item.event
-            if event is None:
-                continue
-            if item.data is None:
+            data = item.data
+            if data is None:
+                event = item.event
+                if event is None:
+                    continue  # compacted since the list was made
                 try:
-                    item.data = _serialize(event)
+                    data = item.data = _serialize(event)
                 except (TypeError, ValueError):
                     continue  # left whole; the send path drops it as malformed
+            if stuck and data[:1] != _PACKED:
+                item.data = _pack(data)
             item.event = None
 
     def _time_to_work(self, now: float) -> float:
@@ -856,6 +942,8 @@ class BatchSender:
                     except (TypeError, ValueError):
                         malformed.append(item)
                         continue
+            if data[:1] == _PACKED:
+                data = item.data = _unpack(data)
             length = len(data)
             if length > self._max_event_bytes:
                 too_large.append((item, length))
@@ -868,12 +956,12 @@ class BatchSender:
         size = envelope
         for item, length in sendable:
             if current and size + length + 1 > self._max_batch_bytes:
-                parts.append(_Batch(current, batch.attempts))
+                parts.append(batch.part(current))
                 current, size = [], envelope
             current.append(item)
             size += length + 1
         if current:
-            parts.append(_Batch(current, batch.attempts))
+            parts.append(batch.part(current))
 
         drops: list[tuple[DropReason, list[_Item], str]] = []
         if malformed:
@@ -960,7 +1048,7 @@ class BatchSender:
 
     def _split(self, batch: _Batch, response: TransportResponse) -> list[_Batch]:
         if len(batch.items) == 1:
-            size = len(batch.items[0].data or b"")
+            size = len(_unpack(batch.items[0].data or b""))
             self._settle(
                 batch,
                 [],
@@ -970,8 +1058,8 @@ class BatchSender:
             return []
         middle = len(batch.items) // 2
         halves = [
-            _Batch(batch.items[:middle], batch.attempts),
-            _Batch(batch.items[middle:], batch.attempts),
+            batch.part(batch.items[:middle]),
+            batch.part(batch.items[middle:]),
         ]
         self._settle(batch, [], [], replace=halves)
         return [halves[1], halves[0]]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from ._errors import ConfigurationError, TraketError
 
@@ -108,14 +109,43 @@ def check_endpoint(endpoint: str, *, allow_insecure_http: bool = False) -> str:
     return endpoint
 
 
-def _headers(write_key: str, gzipped: bool) -> dict[str, str]:
-    headers = {
-        "Authorization": f"Bearer {write_key}",
-        "Content-Type": "application/json",
-    }
+def _redacted(body: bytes, write_key: str) -> bytes:
+    """Blank out the write key in an answer, should an ingest or proxy echo it.
+
+    Error bodies reach `DeliveryFailure.detail` and the logs, where the key must not.
+    """
+    key = write_key.encode("utf-8")
+    return body.replace(key, b"[write key]") if key in body else body
+
+
+def _content_headers(gzipped: bool) -> dict[str, str]:
     if gzipped:
-        headers["Content-Encoding"] = "gzip"
-    return headers
+        return {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return {"Content-Type": "application/json"}
+
+
+def _headers(write_key: str, gzipped: bool) -> dict[str, str]:
+    return {"Authorization": f"Bearer {write_key}", **_content_headers(gzipped)}
+
+
+class _BearerAuth(AuthBase):
+    """Set the write key on each request, as the session's own auth.
+
+    A session with no auth of its own looks the host up in `~/.netrc` (or `$NETRC`)
+    on every request, and an entry found there, even a `default` one, replaces the
+    `Authorization` header: the ingest would get someone's netrc password instead of
+    the write key.
+    """
+
+    def __init__(self, write_key: str) -> None:
+        self._value = f"Bearer {write_key}"
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(<write key>)"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._value
+        return request
 
 
 class HttpTransport:
@@ -139,9 +169,9 @@ class HttpTransport:
     def __repr__(self) -> str:
         return f"HttpTransport(endpoint={self.endpoint!r})"
 
-    @staticmethod
-    def _new_session() -> requests.Session:
+    def _new_session(self) -> requests.Session:
         session = requests.Session()
+        session.auth = _BearerAuth(self._write_key)
         adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=16)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -160,7 +190,7 @@ class HttpTransport:
             response = self._session.post(
                 self.endpoint,
                 data=payload,
-                headers=_headers(self._write_key, gzipped),
+                headers=_content_headers(gzipped),
                 timeout=max(timeout, 0.001),
                 allow_redirects=False,
             )
@@ -169,7 +199,11 @@ class HttpTransport:
             raise TransportError(
                 f"POST to the ingest failed: {type(exc).__name__}"
             ) from exc
-        return TransportResponse(response.status_code, dict(response.headers), body)
+        return TransportResponse(
+            response.status_code,
+            dict(response.headers),
+            _redacted(body, self._write_key),
+        )
 
     def reset(self) -> None:
         """Start a new session; the old one's sockets belong to the parent process."""
@@ -216,7 +250,7 @@ class CallableTransport:
             body = json.dumps(dict(result)).encode() if result is not None else b""
         except (TypeError, ValueError):
             body = b""
-        return TransportResponse(200, {}, body)
+        return TransportResponse(200, {}, _redacted(body, self._write_key))
 
     def reset(self) -> None:
         """Nothing to reset: the callable owns its connections."""

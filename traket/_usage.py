@@ -12,29 +12,45 @@ from typing import Any
 
 Usage = dict[str, Any]
 
-_MISSING = object()
+
+class _Attributes:
+    """A read-only `get` over the attributes of an object that is not a mapping."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def get(self, key: str) -> Any:
+        return getattr(self._source, key, None)
 
 
-def read_field(source: Any, key: str) -> Any:
-    """Read `key` from a mapping, a pydantic model or any object; None if absent.
+def fields_of(source: Any) -> Any:
+    """Return something with `.get(key)` over the fields of `source`, or None.
 
-    A pydantic model answers a missing attribute by building and raising an error,
-    which costs microseconds; its fields and extras are looked up directly instead.
+    A mapping is returned as it is. A pydantic model answers a missing attribute
+    by building and raising an error, which costs microseconds, so its `__dict__`
+    (plus its extras, fields the installed SDK does not know yet) is read instead.
+    Anything else is read attribute by attribute.
     """
-    if type(source) is dict or isinstance(source, Mapping):
-        return source.get(key)
+    if type(source) is dict:
+        return source
     if source is None:
         return None
     if hasattr(type(source), "__pydantic_fields__"):
-        values = getattr(source, "__dict__", None) or {}
-        if key in values:
-            return values[key]
-        extra = getattr(source, "__pydantic_extra__", None)
-        return extra.get(key) if extra else None
-    return getattr(source, key, None)
+        values = getattr(source, "__dict__", None)
+        if type(values) is dict:
+            extra = getattr(source, "__pydantic_extra__", None)
+            return {**extra, **values} if extra else values
+    if isinstance(source, Mapping):
+        return source
+    return _Attributes(source)
 
 
-_get = read_field
+def read_field(source: Any, key: str) -> Any:
+    """Read `key` from a mapping, a pydantic model or any object; None if absent."""
+    fields = fields_of(source)
+    return None if fields is None else fields.get(key)
 
 
 def _count(value: Any) -> int | None:
@@ -47,14 +63,6 @@ def _count(value: Any) -> int | None:
         return value if value >= 0 else None
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
-    return None
-
-
-def _first_count(source: Any, *keys: str) -> int | None:
-    for key in keys:
-        count = _count(_get(source, key))
-        if count is not None:
-            return count
     return None
 
 
@@ -116,39 +124,53 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
 
 
-def _map_usage(usage: Any) -> Usage | None:
-    input_tokens = _first_count(usage, "input_tokens", "prompt_tokens")
-    output_tokens = _first_count(usage, "output_tokens", "completion_tokens")
-    total_tokens = _first_count(usage, "total_tokens")
+def _map_usage(source: Any) -> Usage | None:
+    # Written out field by field: this runs once per metered call.
+    get = fields_of(source).get
+    input_tokens = _count(get("input_tokens"))
+    if input_tokens is None:
+        input_tokens = _count(get("prompt_tokens"))
+    output_tokens = _count(get("output_tokens"))
+    if output_tokens is None:
+        output_tokens = _count(get("completion_tokens"))
+    total_tokens = _count(get("total_tokens"))
     if input_tokens is None and output_tokens is None and total_tokens is None:
         return None
 
-    input_details = _get(usage, "input_tokens_details")
+    input_details = get("input_tokens_details")
     if input_details is None:
-        input_details = _get(usage, "prompt_tokens_details")
-    output_details = _get(usage, "output_tokens_details")
+        input_details = get("prompt_tokens_details")
+    output_details = get("output_tokens_details")
     if output_details is None:
-        output_details = _get(usage, "completion_tokens_details")
+        output_details = get("completion_tokens_details")
 
     input_tokens = input_tokens or 0
     output_tokens = output_tokens or 0
     if total_tokens is None:
         total_tokens = input_tokens + output_tokens
 
-    cached = _first_count(input_details, "cached_tokens") or 0
-    details: dict[str, int] = {"cached_tokens": min(cached, input_tokens)}
-    cache_write = _first_count(input_details, "cache_write_tokens")
+    cached: int | None = None
+    cache_write: int | None = None
+    if input_details is not None:
+        details_of = fields_of(input_details).get
+        cached = _count(details_of("cached_tokens"))
+        cache_write = _count(details_of("cache_write_tokens"))
     if cache_write is None:
-        cache_write = _first_count(usage, "cache_creation_input_tokens")
+        cache_write = _count(get("cache_creation_input_tokens"))
+    details: dict[str, int] = {"cached_tokens": min(cached or 0, input_tokens)}
     if cache_write is not None:
         details["cache_write_tokens"] = cache_write
-    reasoning = _first_count(output_details, "reasoning_tokens") or 0
+    reasoning = None
+    if output_details is not None:
+        reasoning = _count(fields_of(output_details).get("reasoning_tokens"))
 
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": details,
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": min(reasoning, output_tokens)},
+        "output_tokens_details": {
+            "reasoning_tokens": min(reasoning or 0, output_tokens)
+        },
         "total_tokens": total_tokens,
     }
 

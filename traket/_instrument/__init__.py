@@ -18,10 +18,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import wrapt
 
+from .. import _scope
+from .._event import check_fields
 from . import _calls, _patches
 from ._calls import Config
 
@@ -72,16 +75,31 @@ def instrument(
 
     Each call yields one event, recorded to `margins` or, when it is None, to the
     default client (`traket.configure()` or `TRAKET_WRITE_KEY`). `default_attrs`
-    are the lowest-precedence attributes of every event (`provider` among them
-    names an OpenAI-compatible server's provider). `stream_usage` decides whether
+    are the lowest-precedence attributes of every event, under the names
+    `attribute()` takes (`customer`, `feature`, ...; `provider` names an
+    OpenAI-compatible server's provider). `stream_usage` decides whether
     streamed chat calls ask for `stream_options.include_usage` when the caller did
     not: None (default) asks OpenAI and Azure only, True asks any server, False
     never asks. Calling again replaces the settings; it never meters twice.
+    Raises `InvalidEventError` naming the field when `default_attrs` holds a
+    malformed value.
     `openai` need not be imported yet: the patches go in when it is.
     """
     global _hook_registered
+    if default_attrs:
+        # The names `attribute()` takes (`customer`, ...); an unknown name or a
+        # malformed value fails here, named, rather than on every call.
+        fields = _scope.scope_fields(default_attrs)
+        check_fields(fields)
+        # A private, read-only copy: events are built from it without copying.
+        default_attrs = MappingProxyType(
+            {
+                key: dict(value) if isinstance(value, Mapping) else value
+                for key, value in fields.items()
+            }
+        )
     config = Config(
-        default_attrs=dict(default_attrs) if default_attrs else None,
+        default_attrs=default_attrs or None,
         margins=margins,
         stream_usage=stream_usage,
     )

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, NamedTuple
 
-from .. import _scope
-from .._usage import usage_from_openai
+from .. import _client, _scope
+from .._errors import ConfigurationError
+from .._usage import fields_of, usage_from_openai
 from . import _extract, _providers, _streams
 
 logger = logging.getLogger("traket.instrument")
@@ -116,11 +117,8 @@ def _raw_header() -> str:
 
 
 def _default_margins() -> Any:
-    from .._client import get_client
-    from .._errors import ConfigurationError
-
     try:
-        return get_client()
+        return _client.get_client()
     except ConfigurationError:
         warn("no Traket write key; set TRAKET_WRITE_KEY or call traket.configure()")
         return None
@@ -287,6 +285,19 @@ class Call:
         """Return the per-item observer; it tells whether to hide the item."""
         return self._observe_chunk if self._chat else self._observe_event
 
+    def observe_failed(self, error: Exception) -> Callable[[Any], bool]:
+        """Note that observing an item failed; return the observer to go on with.
+
+        The stream goes on unobserved: its event is recorded when it ends, with
+        what was seen before and its usage unknown, and one warning is logged. A
+        usage-only chunk traket asked for is still hidden.
+        """
+        warn("reading a stream", error)
+        self._usage = None
+        self.fields.pop("usage", None)
+        self.meta["observed"] = "partial"
+        return _hide_usage_only if self.injected else _show_all
+
     def _observe_chunk(self, chunk: Any) -> bool:
         if "model" not in self.fields:
             model = _extract.text(getattr(chunk, "model", None))
@@ -306,7 +317,12 @@ class Call:
         return self.injected and not getattr(chunk, "choices", None)
 
     def _observe_event(self, event: Any) -> bool:
-        response = getattr(event, "response", None)
+        # A text delta has no `response`: read the fields, not the attribute,
+        # which pydantic answers by raising (slow) when it is missing.
+        values = getattr(event, "__dict__", None)
+        if type(values) is not dict or getattr(event, "__pydantic_extra__", None):
+            values = fields_of(event)
+        response = values.get("response")
         if response is not None:
             _extract.read_result(response, self.fields, self.meta, responses=True)
             if self.meta.get("finish_state") == "failed":
@@ -314,9 +330,9 @@ class Call:
                 code = _extract.get(_extract.get(response, "error"), "code")
                 if isinstance(code, str):
                     self.meta["error_code"] = code
-        elif getattr(event, "type", None) == "error":
+        elif values.get("type") == "error":
             self._failed = True
-            code = getattr(event, "code", None)
+            code = values.get("code")
             if isinstance(code, str):
                 self.meta["error_code"] = code
         return False
@@ -377,6 +393,17 @@ class Call:
             warn("recording the event", error)
         finally:
             self._usage = None
+
+
+def _show_all(item: Any) -> bool:
+    return False
+
+
+def _hide_usage_only(chunk: Any) -> bool:
+    try:
+        return chunk.usage is not None and not chunk.choices
+    except Exception:  # not a chat chunk after all: show it
+        return False
 
 
 # -- the wrappers the patches install -------------------------------------------

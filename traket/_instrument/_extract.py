@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .._usage import usage_from_openai
+from .._usage import fields_of, read_field, usage_from_openai
 
 # The endpoints we meter, by the path the resource methods post to. Helpers
 # (`parse`, `stream`) post to the same paths and are reported as the endpoint
@@ -25,14 +25,7 @@ OPERATIONS = {
 
 def get(source: Any, key: str) -> Any:
     """Read `key` from a pydantic object or a mapping; None when absent."""
-    if source is None:
-        return None
-    if isinstance(source, dict):  # raw JSON; checked first, it is the cheap check
-        return source.get(key)
-    value = getattr(source, key, None)
-    if value is None and isinstance(source, Mapping):
-        return source.get(key)
-    return value
+    return read_field(source, key)
 
 
 def text(value: Any) -> str | None:
@@ -63,23 +56,26 @@ def read_result(
 ) -> None:
     """Copy model, response id, usage and service tier of a parsed response.
 
-    `responses` says whether it is a Responses API object, the only one with a
-    `status` (reading a missing attribute of a pydantic model is slow).
+    `responses` says whether it is a Responses API object, the only one whose
+    `status` tells a finished response from an incomplete or failed one.
     """
-    model = text(get(result, "model"))
+    values = fields_of(result)
+    if values is None:
+        return
+    model = text(values.get("model"))
     if model:
         fields["model"] = model
-    response_id = text(get(result, "id"))
+    response_id = text(values.get("id"))
     if response_id:
         fields["providerResponseId"] = response_id
-    usage = usage_from_openai(get(result, "usage"))
+    usage = usage_from_openai(values.get("usage"))
     if usage is not None:
         fields["usage"] = usage
-    tier = text(get(result, "service_tier"))
+    tier = text(values.get("service_tier"))
     if tier:
         meta["service_tier"] = tier
     if responses:
-        status = text(get(result, "status"))
+        status = text(values.get("status"))
         if status in ("incomplete", "failed"):
             meta["finish_state"] = status
 

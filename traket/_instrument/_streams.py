@@ -37,6 +37,7 @@ class MeteredStream(_Proxy):
     def __init__(self, stream: Any, call: Call) -> None:
         super().__init__(stream)
         self._self_call = call
+        self._self_next: Callable[[], Any] = stream.__next__
         self._self_observe: Callable[[Any], bool] = call.observer()
 
     def __iter__(self) -> MeteredStream:
@@ -46,14 +47,19 @@ class MeteredStream(_Proxy):
         observe = self._self_observe
         while True:
             try:
-                item = self.__wrapped__.__next__()
+                item = self._self_next()
             except StopIteration:
                 self._self_call.end(None)
                 raise
             except BaseException as error:
                 self._self_call.fail(error)
                 raise
-            if not observe(item):
+            try:
+                hidden = observe(item)
+            except Exception as error:
+                observe = self._self_observe = self._self_call.observe_failed(error)
+                hidden = False
+            if not hidden:
                 return item
 
     def close(self) -> None:
@@ -103,7 +109,12 @@ class AsyncMeteredStream(_Proxy):
             except BaseException as error:
                 self._self_call.fail(error)
                 raise
-            if not observe(item):
+            try:
+                hidden = observe(item)
+            except Exception as error:
+                observe = self._self_observe = self._self_call.observe_failed(error)
+                hidden = False
+            if not hidden:
                 return item
 
     async def close(self) -> None:
