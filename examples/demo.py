@@ -448,7 +448,13 @@ def live(api_key: str) -> None:
     for index, (operation, kwargs) in enumerate(requests):
         customer = CUSTOMERS[index % len(CUSTOMERS)]
         feature = FEATURES[index % len(FEATURES)]
-        calls.append(Call(f"live-{index}", operation, kwargs, customer, feature))
+        call = Call(f"live-{index}", operation, kwargs, customer, feature)
+        if not supported(clients.for_call(call, use_async=False), operation):
+            print(
+                f"  skip  {operation}: openai {openai.__version__} has no {operation}"
+            )
+            continue
+        calls.append(call)
     make_calls(calls, clients, lambda call: None)
 
 
