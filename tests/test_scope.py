@@ -56,6 +56,60 @@ def test_explicit_attributes_are_marked_explicit_and_win() -> None:
         assert current_scope()["attributionQuality"] == "explicit"
 
 
+def test_a_scope_inside_explicit_attributes_does_not_override_them() -> None:
+    with explicit({"external_customer_id": "globex", "feature": "billing"}):
+        with attribute(customer="acme", environment="prod"):
+            scope = current_scope()
+            assert scope["externalCustomerId"] == "globex"
+            assert scope["attributionQuality"] == "explicit"
+            assert scope["feature"] == "billing"
+            assert scope["environment"] == "prod"
+
+        @attribute(customer="initech")
+        def decorated() -> Any:
+            return current_scope()["externalCustomerId"]
+
+        assert decorated() == "globex"
+    with attribute(customer="acme"):
+        assert current_scope()["externalCustomerId"] == "acme"
+
+
+def test_a_scope_inside_explicit_attributes_still_names_what_they_leave_out() -> None:
+    with explicit({"feature": "billing"}), attribute(customer="acme"):
+        assert current_scope()["externalCustomerId"] == "acme"
+        assert current_scope()["attributionQuality"] == "scope"
+        assert current_scope()["feature"] == "billing"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "idempotency_key",
+        "occurred_at",
+        "status",
+        "usage",
+        "cost",
+        "units",
+        "duration_ms",
+        "provider_request_id",
+        "attribution_quality",
+        "model",
+    ],
+)
+def test_a_scope_refuses_fields_that_belong_to_one_event(field: str) -> None:
+    with pytest.raises(InvalidEventError, match=field) as raised:
+        attribute(customer="acme", **{field: "x"})
+    assert "every call" in str(raised.value)
+    assert dict(current_scope()) == {}
+
+
+def test_two_spellings_of_one_field_are_an_error_naming_both() -> None:
+    with pytest.raises(InvalidEventError, match="customer and external_customer_id"):
+        attribute(customer="a", external_customer_id="b")  # type: ignore[arg-type]
+    with pytest.raises(InvalidEventError, match="prompt_type and promptType"):
+        attribute(prompt_type="a", promptType="b")
+
+
 def test_an_unknown_field_is_an_error_naming_it() -> None:
     with pytest.raises(InvalidEventError, match="custmer"):
         attribute(custmer="acme")  # type: ignore[call-arg]
@@ -129,8 +183,7 @@ def test_leaving_a_block_from_another_context_does_not_crash() -> None:
         ({"external_customer_id": 5}, "external_customer_id", "5 (int)"),
         ({"environment": b"prod"}, "environment", "bytes"),
         ({"metadata": "plan=pro"}, "metadata", "'plan=pro' (str)"),
-        ({"status": "fine"}, "status", "'fine' (str)"),
-        ({"usage": {"input_tokens": -1}}, "usage.input_tokens", "-1 (int)"),
+        ({"trace_id": 7}, "trace_id", "7 (int)"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_field_as_spelled(
@@ -138,6 +191,23 @@ def test_a_bad_value_is_an_error_naming_the_field_as_spelled(
 ) -> None:
     with pytest.raises(InvalidEventError) as caught:
         attribute(**fields)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert received in caught.value.received
+    assert caught.value.expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "received"),
+    [
+        ({"status": "fine"}, "status", "'fine' (str)"),
+        ({"usage": {"input_tokens": -1}}, "usage.input_tokens", "-1 (int)"),
+    ],
+)
+def test_a_bad_per_call_value_is_an_error_naming_the_field(
+    fields: dict[str, object], field: str, received: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        explicit(fields)
     assert caught.value.field == field
     assert received in caught.value.received
     assert caught.value.expected in str(caught.value)
@@ -288,7 +358,6 @@ def test_explicit_beats_inner_beats_outer_beats_default_attrs(
         customer="outer-customer",
         feature="outer-feature",
         environment="outer-env",
-        model="what-the-call-reports-wins",
         metadata={"a": "outer", "b": "outer", "c": "outer"},
     )
     inner = traket.attribute(
@@ -326,6 +395,23 @@ def test_explicit_beats_inner_beats_outer_beats_default_attrs(
     assert no_scope["feature"] == "default-feature"
     assert no_scope["attributionQuality"] == "missing"
     assert {e["model"] for e in transport.events} == {"gpt-4o-mini-2024-07-18"}
+
+
+def test_per_call_attributes_win_over_a_scope_the_call_opens(
+    replay: ReplayServer,
+) -> None:
+    (client, margins), transport = _metered(replay)
+
+    def handler() -> Any:
+        with traket.attribute(customer="scope-customer", feature="scope-feature"):
+            return _chat(client)
+
+    margins.openai.track(handler, {"external_customer_id": "explicit-customer"})
+    assert margins.flush(timeout=5)
+    (event,) = transport.events
+    assert event["externalCustomerId"] == "explicit-customer"
+    assert event["attributionQuality"] == "explicit"
+    assert event["feature"] == "scope-feature"
 
 
 def test_a_customer_from_default_attrs_is_marked_default(replay: ReplayServer) -> None:

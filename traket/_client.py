@@ -421,7 +421,11 @@ def _current_client() -> Margins | None:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Flush the default client, if there is one; True when everything was sent."""
+    """Flush the default client, if there is one.
+
+    True when every event queued before the call was delivered or dropped (see
+    `Margins.stats()` for which); False when `timeout` passed first.
+    """
     timeout = _timeout(timeout)
     client = _current_client()
     return True if client is None else client.flush(timeout)

@@ -26,17 +26,46 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _FRAME: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "traket_attribution", default=_EMPTY
 )
+# Per-call attributes (`margins.openai.track(call, attrs)`) in force: they stay on
+# top of any scope that `call` itself opens.
+_PINNED: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "traket_explicit", default=_EMPTY
+)
 _INTERCEPTED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "traket_intercepted", default=None
 )
 
+# What a scope (or instrument's default_attrs) may set: fields that describe every
+# call made inside it. Per-event fields (idempotencyKey, occurredAt, usage, cost,
+# status, ...) would be copied onto every event, so a scope refuses them.
+SCOPE_FIELDS = frozenset(
+    {
+        "externalCustomerId",
+        "customerId",
+        "feature",
+        "environment",
+        "promptType",
+        "traceId",
+        "provider",
+        "metadata",
+    }
+)
+_SCOPE_NAMES = (
+    "customer, feature, environment, prompt_type, customer_id, trace_id, "
+    "provider or metadata"
+)
+
 
 def scope_fields(
-    fields: Mapping[str, Any], *, quality: str | None = None
+    fields: Mapping[str, Any],
+    *,
+    quality: str | None = None,
+    allowed: frozenset[str] | None = SCOPE_FIELDS,
 ) -> dict[str, Any]:
     """Return attribution `fields` under their wire names, dropping None values.
 
-    `customer` stands for `externalCustomerId`. An unknown field raises
+    `customer` stands for `externalCustomerId`. An unknown field, one outside
+    `allowed` (None allows every event field) or two spellings of one field raise
     `InvalidEventError`, so a typo does not silently lose attribution. `quality`
     becomes `attributionQuality` when the fields name a customer.
     """
@@ -45,8 +74,15 @@ def scope_fields(
     for name, value in fields.items():
         key = "externalCustomerId" if name == "customer" else canonical_key(name)
         if key is None:
-            expected = "an event field such as customer, feature or environment"
+            expected = f"an attribution field: {_SCOPE_NAMES}"
             raise InvalidEventError(name, expected, "an unknown field name")
+        if allowed is not None and key not in allowed:
+            expected = f"a field that describes every call in it: {_SCOPE_NAMES}"
+            received = "a field set for each event on its own"
+            raise InvalidEventError(name, expected, received)
+        if key in spelled:
+            expected = f"one spelling of {key}"
+            raise InvalidEventError(name, expected, f"both {spelled[key]} and {name}")
         if value is not None:
             given[key] = value
             spelled[key] = name
@@ -73,6 +109,15 @@ def merge_fields(outer: Mapping[str, Any], inner: Mapping[str, Any]) -> dict[str
     if outer_metadata and inner_metadata:
         merged["metadata"] = {**outer_metadata, **inner_metadata}
     return merged
+
+
+def _nested_frame(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the frame inside a block of `fields`; per-call attributes stay on top."""
+    merged = merge_fields(_FRAME.get(), fields)
+    pinned = _PINNED.get()
+    if pinned:
+        merged = merge_fields(merged, pinned)
+    return MappingProxyType(merged)
 
 
 def current_scope() -> Mapping[str, Any]:
@@ -105,8 +150,7 @@ class Attribution:
         return f"Attribution({dict(self._fields)!r})"
 
     def __enter__(self) -> Attribution:
-        merged = merge_fields(_FRAME.get(), self._fields)
-        self._tokens.append(_FRAME.set(MappingProxyType(merged)))
+        self._tokens.append(_FRAME.set(_nested_frame(self._fields)))
         return self
 
     def __exit__(
@@ -135,7 +179,7 @@ class Attribution:
 
             @functools.wraps(function)
             def run_generator(*args: Any, **kwargs: Any) -> Any:
-                frame = MappingProxyType(merge_fields(_FRAME.get(), fields))
+                frame = _nested_frame(fields)
                 return _in_frame(function(*args, **kwargs), frame)
 
             return run_generator
@@ -144,7 +188,7 @@ class Attribution:
 
             @functools.wraps(function)
             def run_async_generator(*args: Any, **kwargs: Any) -> Any:
-                frame = MappingProxyType(merge_fields(_FRAME.get(), fields))
+                frame = _nested_frame(fields)
                 return _in_frame_async(function(*args, **kwargs), frame)
 
             return run_async_generator
@@ -166,14 +210,18 @@ class Attribution:
         return run
 
 
-def _reset(token: contextvars.Token[Mapping[str, Any]]) -> None:
-    """Undo `_FRAME.set`; from another context, put back the value it replaced."""
+def _reset(
+    token: contextvars.Token[Mapping[str, Any]],
+    variable: contextvars.ContextVar[Mapping[str, Any]] = _FRAME,
+) -> None:
+    """Undo `variable.set`; from another context, put back the value it replaced."""
     try:
-        _FRAME.reset(token)
+        variable.reset(token)
     except ValueError:
         # Entered in another context (a generator resumed elsewhere, a task
         # switch): put back what was there before this block, never crash.
-        _FRAME.set(token.old_value if token.old_value is not token.MISSING else _EMPTY)
+        old = token.old_value
+        variable.set(old if old is not token.MISSING else _EMPTY)
 
 
 # A decorated generator runs each step (up to its next yield) with its own frame
@@ -258,9 +306,38 @@ def attribute(
     return Attribution(scope_fields(given, quality="scope"))
 
 
+class _Explicit(Attribution):
+    """Per-call attributes: they win over every scope, those opened inside too."""
+
+    __slots__ = ("_pins",)
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__(fields)
+        self._pins: list[contextvars.Token[Mapping[str, Any]]] = []
+
+    def __enter__(self) -> Attribution:
+        super().__enter__()
+        pinned = MappingProxyType(merge_fields(_PINNED.get(), self._fields))
+        self._pins.append(_PINNED.set(pinned))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _reset(self._pins.pop(), _PINNED)
+        super().__exit__(exc_type, exc, traceback)
+
+
 def explicit(fields: Mapping[str, Any]) -> Attribution:
-    """Return a block for per-call attributes, which win over every scope."""
-    return Attribution(scope_fields(fields, quality="explicit"))
+    """Return a block for per-call attributes, which win over every scope.
+
+    Any event field may be given (`operation`, `model`, ...): they describe one
+    call.
+    """
+    return _Explicit(scope_fields(fields, quality="explicit", allowed=None))
 
 
 class interception:
@@ -287,13 +364,15 @@ def carry_attribution(function: Callable[P, R]) -> Callable[P, R]:
     or an executor: it then runs with the attribution active where it was wrapped.
     """
     frame = _FRAME.get()
+    pinned = _PINNED.get()
 
     @functools.wraps(function)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        token = _FRAME.set(frame)
+        token, pin = _FRAME.set(frame), _PINNED.set(pinned)
         try:
             return function(*args, **kwargs)
         finally:
+            _PINNED.reset(pin)
             _FRAME.reset(token)
 
     return run
