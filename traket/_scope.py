@@ -77,8 +77,8 @@ def scope_fields(
             expected = f"an attribution field: {_SCOPE_NAMES}"
             raise InvalidEventError(name, expected, "an unknown field name")
         if allowed is not None and key not in allowed:
-            expected = f"a field that describes every call in it: {_SCOPE_NAMES}"
-            received = "a field set for each event on its own"
+            expected = f"a field shared by every call in a scope: {_SCOPE_NAMES}"
+            received = "a field that belongs to one event"
             raise InvalidEventError(name, expected, received)
         if key in spelled:
             expected = f"one spelling of {key}"
