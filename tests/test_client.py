@@ -470,14 +470,15 @@ def test_track_batch_takes_1_and_100_events(count: int) -> None:
 def test_openai_track_names_a_bad_attribution_before_calling() -> None:
     margins = _client()
     calls: list[int] = []
-    for attribution, field, received in [
+    attributions: list[tuple[Any, str, str]] = [
         ("acme", "attribution", "'acme' (str)"),
         ({"custmer": "acme"}, "custmer", "unknown field"),
         ({"metadata": "x"}, "metadata", "'x' (str)"),
         ({"feature": 5}, "feature", "5 (int)"),
-    ]:
+    ]
+    for attribution, field, received in attributions:
         with pytest.raises(InvalidEventError) as caught:
-            margins.openai.track(lambda: calls.append(1), attribution)  # type: ignore[arg-type]
+            margins.openai.track(lambda: calls.append(1), attribution)
         assert (caught.value.field, received in caught.value.received) == (field, True)
     assert calls == []
 

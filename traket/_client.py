@@ -170,7 +170,8 @@ class OpenAITracker:
                     self._record(observe_error(exc), block, started)
                 raise
         if inspect.isawaitable(result):
-            return self._track_awaitable(result, block, started)  # type: ignore[return-value]
+            tracked = self._track_awaitable(result, block, started)
+            return tracked  # type: ignore[return-value]
         if not intercepted[0]:
             self._record(observe_response(result), block, started)
         return result
