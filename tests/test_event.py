@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from types import MappingProxyType
@@ -234,6 +235,20 @@ def test_units_keep_their_known_keys() -> None:
 )
 def test_sensitive_metadata_keys_are_dropped_whatever_their_value(key: str) -> None:
     assert sanitize_metadata({key: "v", "plan": "pro"}) == {"plan": "pro"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "x" * 64 + "_prompt",  # the sensitive word lies past the 64-character cut
+        "a" * 55 + "_user_message",  # the cut splits it: "..._user_messag"
+        " " * 10 + "b" * 60 + "_api_key",
+    ],
+)
+def test_a_long_sensitive_key_is_dropped_before_it_is_cut(key: str) -> None:
+    assert sanitize_metadata({key: "CANARY", "plan": "pro"}) == {"plan": "pro"}
+    event = build_event({"provider": "openai", "metadata": {key: "CANARY"}})
+    assert "CANARY" not in json.dumps(event)
 
 
 def test_metadata_keeps_scalars_within_limits() -> None:

@@ -116,9 +116,12 @@ def sanitize_metadata(value: Any) -> dict[str, Scalar] | None:
     for raw_key, raw_value in value.items():
         if len(kept) >= MAX_METADATA_KEYS:
             break
-        key = str(raw_key).strip()[:MAX_METADATA_KEY_LENGTH]
+        # Judged whole, before it is cut: a sensitive word past the cut, or one the
+        # cut splits, still drops the key.
+        key = str(raw_key).strip()
         if not key or is_sensitive_key(key):
             continue
+        key = key[:MAX_METADATA_KEY_LENGTH]
         if isinstance(raw_value, str):
             kept[key] = raw_value[:MAX_METADATA_VALUE_LENGTH]
         elif isinstance(raw_value, float):
