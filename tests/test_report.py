@@ -382,6 +382,23 @@ def test_revenue_from_csv_and_pairs(tmp_path: Path) -> None:
     assert parse_revenue_pairs(["acme=3", "a=b=2"]) == {"acme": D(3), "a=b": D(2)}
 
 
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [("1,234.50", "1234.50"), ("$1,000", "1000"), ("12.5", "12.5"), ("-3", "-3")],
+)
+def test_revenue_amounts_take_commas_between_thousands_only(
+    text: str, amount: str
+) -> None:
+    assert parse_revenue_pairs([f"acme={text}"]) == {"acme": D(amount)}
+
+
+@pytest.mark.parametrize("bad", ["12,50", "1,2345", "1e3", "nan", "12.", "1.2.3"])
+def test_an_ambiguous_revenue_amount_is_refused_not_misread(bad: str) -> None:
+    with pytest.raises(ValueError, match="expected an amount") as raised:
+        parse_revenue_pairs([f"acme={bad}"])
+    assert repr(bad) in str(raised.value)
+
+
 def test_a_revenue_csv_with_extra_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "revenue.csv"
     path.write_text("customer,amount\nglobex,$1,000\n")
@@ -616,7 +633,9 @@ def test_cli_report_refuses_bad_revenue(db: Path) -> None:
     result = run("report", "--db", str(db), "--revenue", "acme=lots")
 
     assert result.exit_code == 2
-    assert "'lots' is not an amount" in result.output
+    assert "expected an amount such as 1234.50 or 1,234.50, received 'lots'" in (
+        result.output
+    )
 
 
 def test_cli_events_drill_down(db: Path) -> None:

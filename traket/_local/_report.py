@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -491,14 +492,17 @@ def _dated(base: str, span: tuple[str, str] | None) -> str:
     return f"{base} @ {first}" if first == last else f"{base} @ {first}..{last}"
 
 
+# An amount: digits with a point for decimals, and commas only between thousands
+# ("1,234.50"). "12,50" is refused rather than read as 1250.
+_AMOUNT = re.compile(r"-?\$?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?")
+
+
 def _money(text: str, where: str) -> Decimal:
-    try:
-        amount = Decimal(text.strip().replace(",", "").lstrip("$"))
-    except InvalidOperation:
-        raise ConfigurationError(f"{where}: {text!r} is not an amount") from None
-    if not amount.is_finite():
-        raise ConfigurationError(f"{where}: {text!r} is not an amount")
-    return amount
+    cleaned = text.strip()
+    if not _AMOUNT.fullmatch(cleaned):
+        expected = "an amount such as 1234.50 or 1,234.50"
+        raise ConfigurationError(f"{where}: expected {expected}, received {text!r}")
+    return Decimal(cleaned.replace(",", "").replace("$", ""))
 
 
 def _label(value: Any) -> str | None:
