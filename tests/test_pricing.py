@@ -192,6 +192,33 @@ def test_cached_above_input_is_inconsistent_and_unpriced(engine: CostEngine) -> 
     assert "exceed input_tokens" in (result.reason or "")
 
 
+@pytest.mark.parametrize("unknown", ["input_tokens", "output_tokens"])
+def test_a_count_reported_as_unknown_is_unpriced_not_billed_as_zero(
+    engine: CostEngine, unknown: str
+) -> None:
+    usage = {"input_tokens": 1000, "output_tokens": 500, "total_tokens": 1500}
+    usage[unknown] = None
+    result = engine.estimate(
+        {"provider": "openai", "model": "gpt-4o-2024-08-06", "usage": usage}
+    )
+
+    assert result.status == "unpriced"
+    assert result.amount is None
+    assert result.reason == f"partial usage: {unknown} was not reported"
+
+
+def test_an_absent_output_count_is_zero_as_older_senders_mean_it(
+    engine: CostEngine,
+) -> None:
+    usage = {"input_tokens": 1000}
+    result = engine.estimate(
+        {"provider": "openai", "model": "text-embedding-3-small", "usage": usage}
+    )
+
+    assert result.status != "unpriced", result.reason
+    assert result.amount == Decimal("0.00002")  # $0.02 per million input tokens
+
+
 # Names --------------------------------------------------------------------------
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
+
+from traket._event import build_event
+from traket._pricing import buckets_from_usage
 from traket._usage import normalize_openai_usage, usage_from_openai
 
 
@@ -136,3 +141,80 @@ def test_pydantic_usage_is_read_from_fields_and_extras() -> None:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 107,
     }
+
+
+# -- a usage report missing one of the two main counts ------------------------------
+
+UNKNOWN = None
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        # Nothing says how many went in or out: the total alone is known.
+        ({"total_tokens": 30}, (UNKNOWN, UNKNOWN, 30)),
+        # One count and no total: the other one is unknown, and so is the total.
+        ({"prompt_tokens": 7}, (7, UNKNOWN, UNKNOWN)),
+        ({"input_tokens": 7}, (7, UNKNOWN, UNKNOWN)),
+        ({"completion_tokens": 3}, (UNKNOWN, 3, UNKNOWN)),
+        ({"output_tokens": 3, "total_tokens": None}, (UNKNOWN, 3, UNKNOWN)),
+        # One count and the total: the other one is their difference.
+        ({"prompt_tokens": 8, "total_tokens": 8}, (8, 0, 8)),
+        ({"input_tokens": 10, "total_tokens": 14}, (10, 4, 14)),
+        ({"completion_tokens": 4, "total_tokens": 14}, (10, 4, 14)),
+        # A total smaller than the count it includes tells nothing more.
+        ({"input_tokens": 20, "total_tokens": 14}, (20, UNKNOWN, 14)),
+    ],
+)
+def test_a_count_the_provider_did_not_report_is_unknown_never_zero(
+    reported: dict[str, Any], expected: tuple[int | None, ...]
+) -> None:
+    usage = usage_from_openai(reported)
+
+    assert usage is not None
+    counts = (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"])
+    assert counts == expected
+    if usage["input_tokens"] is None:
+        assert usage["input_tokens_details"] == {"cached_tokens": None}
+    if usage["output_tokens"] is None:
+        assert usage["output_tokens_details"] == {"reasoning_tokens": None}
+
+
+def test_a_reported_detail_of_an_unknown_count_is_kept() -> None:
+    usage = usage_from_openai(
+        {"completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 40}}
+    )
+
+    assert usage is not None
+    assert usage["input_tokens"] is None
+    assert usage["input_tokens_details"] == {"cached_tokens": 40}
+
+
+def test_partial_usage_maps_to_itself() -> None:
+    for reported in ({"total_tokens": 30}, {"prompt_tokens": 7}, {"output_tokens": 3}):
+        usage = usage_from_openai(reported)
+        assert usage is not None
+        assert usage_from_openai(usage) == usage
+
+
+def test_partial_usage_on_a_tracked_event_stays_unknown() -> None:
+    event = build_event({"provider": "compatible", "usage": {"total_tokens": 30}})
+
+    assert event["usage"]["input_tokens"] is None
+    assert event["usage"]["output_tokens"] is None
+    assert event["usage"]["total_tokens"] == 30
+    # The cost engine reads it as usage it cannot price, never as zero tokens.
+    assert buckets_from_usage(event["usage"]) is None
+
+
+def test_normalize_openai_usage_still_gives_zeros_for_unknown_counts() -> None:
+    # The 0.1.0 helper returns flat ints; its callers read missing as zero.
+    assert normalize_openai_usage({"total_tokens": 30}) == {
+        "cached_tokens": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "total_tokens": 30,
+        "uncached_input_tokens": 0,
+    }
+    assert normalize_openai_usage({"prompt_tokens": 7})["total_tokens"] == 7

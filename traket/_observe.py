@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _scope
 from ._errors import InvalidEventError, describe
@@ -21,7 +21,7 @@ from ._event import (
     sanitize_metadata,
     utc_now_iso,
 )
-from ._usage import usage_from_openai
+from ._usage import fields_of, usage_from_openai
 
 
 def _get(source: Any, key: str) -> Any:
@@ -34,8 +34,53 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class Outcome(NamedTuple):
+    """How a call ended, as its answer reports it: the event status and labels."""
+
+    status: str
+    labels: dict[str, str]
+
+
+def _code(value: Any) -> str | None:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value) or None
+    return None
+
+
+def response_outcome(response: Any) -> Outcome | None:
+    """Return how a Responses API object says its call ended; None while under way.
+
+    The one reading of a response's `status`, for every path that meets one
+    (streamed or not, instrumented or tracked). `failed` is an error with the
+    provider's error code, never its message. `incomplete` was billed: a success
+    labelled with the reason it stopped. `queued` and `in_progress` (a background
+    response, or a stream's first events) tell nothing yet.
+    """
+    values = fields_of(response)
+    if values is None:
+        return None
+    state = values.get("status")
+    if state == "completed":
+        return Outcome("success", {})
+    if state == "failed":
+        labels = {"finish_state": "failed"}
+        code = _code(_get(values.get("error"), "code"))
+        if code:
+            labels["error_code"] = code
+        return Outcome("error", labels)
+    if state == "incomplete":
+        labels = {"finish_state": "incomplete"}
+        reason = _text(_get(values.get("incomplete_details"), "reason"))
+        if reason:
+            labels["incomplete_reason"] = reason
+        return Outcome("success", labels)
+    if state == "cancelled":
+        return Outcome("cancelled", {"finish_state": "cancelled"})
+    return None
+
+
 def observe_response(response: Any) -> dict[str, Any]:
-    """Return the wire fields a successful response reports about itself."""
+    """Return the wire fields a response reports about itself, its outcome too."""
     observed: dict[str, Any] = {"status": "success"}
     try:
         model = _text(_get(response, "model"))
@@ -44,6 +89,10 @@ def observe_response(response: Any) -> dict[str, Any]:
             _get(response, "request_id")
         )
         usage = usage_from_openai(_get(response, "usage"))
+        # Only a Responses API object's `status` is a call's outcome (a batch's
+        # or a fine-tuning job's is not).
+        is_response = _get(response, "object") == "response"
+        outcome = response_outcome(response) if is_response else None
     except Exception:  # an object whose attributes raise: report what we have
         return observed
     if model:
@@ -54,6 +103,10 @@ def observe_response(response: Any) -> dict[str, Any]:
         observed["providerRequestId"] = request_id
     if usage is not None:
         observed["usage"] = usage
+    if outcome is not None:
+        observed["status"] = outcome.status
+        if outcome.labels:
+            observed["metadata"] = dict(outcome.labels)
     return observed
 
 
@@ -63,9 +116,9 @@ def error_metadata(error: BaseException) -> dict[str, Any]:
     status = getattr(error, "status_code", None)
     if isinstance(status, int):
         metadata["http_status"] = status
-    code = getattr(error, "code", None)
-    if isinstance(code, str | int) and not isinstance(code, bool):
-        metadata["error_code"] = str(code)
+    code = _code(getattr(error, "code", None))
+    if code:
+        metadata["error_code"] = code
     return metadata
 
 
@@ -104,6 +157,25 @@ def checked_attribution(
     return checked
 
 
+def _labels(
+    own: Mapping[str, Any] | None, callers: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Return traket's own labels and the caller's, traket's first.
+
+    The key limit keeps the first keys: with traket's labels (`http_status`,
+    `error_code`, `stream`, ...) in front it never cuts them, and drops the
+    caller's surplus keys instead, as it drops any keys past the limit. On a key
+    both set, traket's value wins.
+    """
+    if own and callers:
+        merged = dict(own)
+        for key, value in callers.items():
+            merged.setdefault(key, value)
+        return sanitize_metadata(merged)
+    labels = own or callers
+    return sanitize_metadata(labels) if labels else None
+
+
 def observed_event(observed: Mapping[str, Any], attribution: Event) -> Event:
     """Build the wire event of a metered call from what traket observed.
 
@@ -117,11 +189,7 @@ def observed_event(observed: Mapping[str, Any], attribution: Event) -> Event:
     for key, value in observed.items():
         if value is not None and not (keep_provider and key == "provider"):
             event[key] = value
-    metadata = observed.get("metadata")
-    outer = attribution.get("metadata")
-    if outer:
-        metadata = {**outer, **metadata} if metadata else outer
-    labels = sanitize_metadata(metadata) if metadata else None
+    labels = _labels(observed.get("metadata"), attribution.get("metadata"))
     if labels:
         event["metadata"] = labels
     else:

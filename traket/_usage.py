@@ -2,7 +2,8 @@
 
 The Responses API's shape is the wire shape: `input_tokens` includes cached tokens,
 `output_tokens` includes reasoning tokens. Chat Completions and embeddings report
-`prompt_tokens` and `completion_tokens`; those are mapped onto it here, once.
+`prompt_tokens` and `completion_tokens`; those are mapped onto it here, once. A count
+the provider did not report is None (null on the wire), never zero.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def usage_from_openai(usage: Any) -> Usage | None:
     """Return `usage` in the wire shape, or None when it reports no token counts.
 
     Accepts Responses, Chat Completions and embeddings usage, as pydantic objects or
-    mappings. Never raises: anything unreadable counts as no usage.
+    mappings. A main count the provider left out is derived from the total when it
+    can be, else it is None (null on the wire, as in 0.1.0): unknown, never zero.
+    Never raises: anything unreadable counts as no usage.
     """
     if usage is None:
         return None
@@ -124,9 +127,8 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
 
 
-def _map_usage(source: Any) -> Usage | None:
-    # Written out field by field: this runs once per metered call.
-    get = fields_of(source).get
+def _main_counts(get: Any) -> tuple[int | None, int | None, int | None]:
+    """Return input, output and total tokens; each None when it is unknown."""
     input_tokens = _count(get("input_tokens"))
     if input_tokens is None:
         input_tokens = _count(get("prompt_tokens"))
@@ -134,6 +136,29 @@ def _map_usage(source: Any) -> Usage | None:
     if output_tokens is None:
         output_tokens = _count(get("completion_tokens"))
     total_tokens = _count(get("total_tokens"))
+
+    if total_tokens is None:
+        if input_tokens is not None and output_tokens is not None:
+            total_tokens = input_tokens + output_tokens
+    elif input_tokens is None:
+        if output_tokens is not None and output_tokens <= total_tokens:
+            input_tokens = total_tokens - output_tokens
+    elif output_tokens is None and input_tokens <= total_tokens:
+        output_tokens = total_tokens - input_tokens  # embeddings: zero
+    return input_tokens, output_tokens, total_tokens
+
+
+def _part(reported: int | None, whole: int | None) -> int | None:
+    """Return a detail count within its whole: none reported is none, if known."""
+    if whole is None:
+        return reported
+    return min(reported or 0, whole)
+
+
+def _map_usage(source: Any) -> Usage | None:
+    # Written out field by field: this runs once per metered call.
+    get = fields_of(source).get
+    input_tokens, output_tokens, total_tokens = _main_counts(get)
     if input_tokens is None and output_tokens is None and total_tokens is None:
         return None
 
@@ -144,11 +169,6 @@ def _map_usage(source: Any) -> Usage | None:
     if output_details is None:
         output_details = get("completion_tokens_details")
 
-    input_tokens = input_tokens or 0
-    output_tokens = output_tokens or 0
-    if total_tokens is None:
-        total_tokens = input_tokens + output_tokens
-
     cached: int | None = None
     cache_write: int | None = None
     if input_details is not None:
@@ -157,7 +177,7 @@ def _map_usage(source: Any) -> Usage | None:
         cache_write = _count(details_of("cache_write_tokens"))
     if cache_write is None:
         cache_write = _count(get("cache_creation_input_tokens"))
-    details: dict[str, int] = {"cached_tokens": min(cached or 0, input_tokens)}
+    details: dict[str, int | None] = {"cached_tokens": _part(cached, input_tokens)}
     if cache_write is not None:
         details["cache_write_tokens"] = cache_write
     reasoning = None
@@ -168,9 +188,7 @@ def _map_usage(source: Any) -> Usage | None:
         "input_tokens": input_tokens,
         "input_tokens_details": details,
         "output_tokens": output_tokens,
-        "output_tokens_details": {
-            "reasoning_tokens": min(reasoning or 0, output_tokens)
-        },
+        "output_tokens_details": {"reasoning_tokens": _part(reasoning, output_tokens)},
         "total_tokens": total_tokens,
     }
 
@@ -178,19 +196,22 @@ def _map_usage(source: Any) -> Usage | None:
 def normalize_openai_usage(usage: Any) -> dict[str, int]:
     """Return flat token counts from any OpenAI usage report (the 0.1.0 helper).
 
-    Missing usage gives zeros, as it did in 0.1.0; events themselves never carry
-    zeros for unknown usage.
+    Missing usage, or a missing count, gives zeros, as it did in 0.1.0; events
+    themselves never carry zeros for unknown usage.
     """
     mapped = usage_from_openai(usage)
     if mapped is None:
         mapped = usage_from_openai({"input_tokens": 0, "output_tokens": 0}) or {}
-    input_tokens: int = mapped["input_tokens"]
-    cached: int = mapped["input_tokens_details"]["cached_tokens"]
+    input_tokens: int = mapped["input_tokens"] or 0
+    output_tokens: int = mapped["output_tokens"] or 0
+    cached: int = mapped["input_tokens_details"]["cached_tokens"] or 0
+    reasoning: int = mapped["output_tokens_details"]["reasoning_tokens"] or 0
+    total = mapped["total_tokens"]
     return {
         "cached_tokens": cached,
         "input_tokens": input_tokens,
-        "output_tokens": mapped["output_tokens"],
-        "reasoning_tokens": mapped["output_tokens_details"]["reasoning_tokens"],
-        "total_tokens": mapped["total_tokens"],
-        "uncached_input_tokens": input_tokens - cached,
+        "output_tokens": output_tokens,
+        "reasoning_tokens": reasoning,
+        "total_tokens": input_tokens + output_tokens if total is None else total,
+        "uncached_input_tokens": max(0, input_tokens - cached),
     }

@@ -129,7 +129,7 @@ class Call:
 
     __slots__ = (
         "_chat",
-        "_failed",
+        "_reported",
         "_responses",
         "_usage",
         "config",
@@ -147,7 +147,9 @@ class Call:
         self.config = config
         self.done = False
         self.injected = False
-        self._failed = False
+        # How the provider said the call ended (a Responses API status, a stream's
+        # error event), once it said so; None until then, and for chat.
+        self._reported: str | None = None
         self._usage: Any = None
         self._chat = operation == "chat.completions.create"
         self._responses = operation == "responses.create"
@@ -231,19 +233,14 @@ class Call:
                 if getattr(result, "_stream", False):
                     return _streams.MeteredRawResponse(result, self)
                 http_response = getattr(result, "http_response", None)
-                body = _extract.read_json_body(http_response)
-                _extract.read_result(
-                    body, self.fields, self.meta, responses=self._responses
-                )
+                self._read(_extract.read_json_body(http_response))
                 self.end(None)
                 return result
             if isinstance(result, types.response):
                 return _streams.MeteredRawResponse(result, self)
             if isinstance(result, types.async_response):
                 return _streams.AsyncMeteredRawResponse(result, self)
-            _extract.read_result(
-                result, self.fields, self.meta, responses=self._responses
-            )
+            self._read(result)
             self.end(None)
         except Exception as error:
             self.done = True
@@ -262,14 +259,32 @@ class Call:
         self._record(self.fields.get("status", "error"))
 
     def end(self, status: str | None) -> None:
-        """Record the call: `None` when it completed, else e.g. `cancelled`."""
+        """Record the call: `None` when it completed, else e.g. `cancelled`.
+
+        A stream left after the provider said how it ended (a Responses stream's
+        last response, an error event) ended as the provider said, not unfinished.
+        """
         if self.done:
             return
-        if status is None:
-            status = "error" if self._failed else "success"
+        reported = self._reported
+        if status is None or (status == "cancelled" and reported is not None):
+            status = reported or "success"
         elif status == "cancelled":
             self.meta["finish_state"] = "unfinished"
         self._record(status)
+
+    def _read(self, result: Any) -> None:
+        """Read a parsed response (or its JSON body) and the outcome it reports."""
+        self._report(
+            _extract.read_result(
+                result, self.fields, self.meta, responses=self._responses
+            )
+        )
+
+    def _report(self, status: str | None) -> None:
+        # The last outcome reported wins, except over an error already reported.
+        if status is not None and self._reported != "error":
+            self._reported = status
 
     # -- streams ------------------------------------------------------------------
 
@@ -324,14 +339,11 @@ class Call:
             values = fields_of(event)
         response = values.get("response")
         if response is not None:
-            _extract.read_result(response, self.fields, self.meta, responses=True)
-            if self.meta.get("finish_state") == "failed":
-                self._failed = True
-                code = _extract.get(_extract.get(response, "error"), "code")
-                if isinstance(code, str):
-                    self.meta["error_code"] = code
+            self._report(
+                _extract.read_result(response, self.fields, self.meta, responses=True)
+            )
         elif values.get("type") == "error":
-            self._failed = True
+            self._report("error")
             code = values.get("code")
             if isinstance(code, str):
                 self.meta["error_code"] = code
@@ -346,9 +358,7 @@ class Call:
             if isinstance(result, types.streams):
                 return streams.wrap(result, self)
             if not self.done:
-                _extract.read_result(
-                    result, self.fields, self.meta, responses=self._responses
-                )
+                self._read(result)
                 self.end(None)
         except Exception as error:
             warn("reading a raw response", error)
@@ -361,9 +371,7 @@ class Call:
         try:
             body = _extract.read_json_body(response.http_response)
             if body is not None:
-                _extract.read_result(
-                    body, self.fields, self.meta, responses=self._responses
-                )
+                self._read(body)
         except Exception as error:
             warn("reading a raw response", error)
         self.end(None)

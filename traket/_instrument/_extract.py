@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .._observe import response_outcome
 from .._usage import fields_of, read_field, usage_from_openai
 
 # The endpoints we meter, by the path the resource methods post to. Helpers
@@ -53,15 +54,16 @@ def requested(options: Any) -> tuple[str | None, bool]:
 
 def read_result(
     result: Any, fields: dict[str, Any], meta: dict[str, Any], *, responses: bool
-) -> None:
+) -> str | None:
     """Copy model, response id, usage and service tier of a parsed response.
 
-    `responses` says whether it is a Responses API object, the only one whose
-    `status` tells a finished response from an incomplete or failed one.
+    `responses` says whether it is a Responses API object, the only one that
+    reports how it ended: its outcome's labels are copied, and its status is
+    returned (None for any other object, or a response still under way).
     """
     values = fields_of(result)
     if values is None:
-        return
+        return None
     model = text(values.get("model"))
     if model:
         fields["model"] = model
@@ -74,10 +76,13 @@ def read_result(
     tier = text(values.get("service_tier"))
     if tier:
         meta["service_tier"] = tier
-    if responses:
-        status = text(values.get("status"))
-        if status in ("incomplete", "failed"):
-            meta["finish_state"] = status
+    if not responses:
+        return None
+    outcome = response_outcome(values)
+    if outcome is None:
+        return None
+    meta.update(outcome.labels)
+    return outcome.status
 
 
 def read_json_body(http_response: Any) -> Any:

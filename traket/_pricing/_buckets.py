@@ -11,6 +11,10 @@ class UsageError(ValueError):
     """The usage cannot be split into buckets (a count is negative or inconsistent)."""
 
 
+class PartialUsage(UsageError):
+    """A main count is present as null: the provider did not report it."""
+
+
 @dataclass(frozen=True)
 class TokenBuckets:
     """Disjoint token counts: each token is billed in exactly one bucket.
@@ -55,6 +59,11 @@ def buckets_from_usage(usage: Any) -> TokenBuckets | None:
     output_tokens = _count(usage, "output_tokens", "completion_tokens")
     if input_tokens is None and output_tokens is None:
         return None
+    # A count sent as null is unknown (an absent one is zero, as older senders
+    # omit output_tokens for embeddings): pricing it as 0 would under-bill.
+    for key in ("input_tokens", "output_tokens"):
+        if key in usage and usage[key] is None:
+            raise PartialUsage(f"{key} was not reported")
 
     input_total = input_tokens or 0
     cached = _count(input_details, "cached_tokens") or 0

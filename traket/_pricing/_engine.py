@@ -11,7 +11,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from traket._pricing._buckets import TokenBuckets, UsageError, buckets_from_usage
+from traket._pricing._buckets import (
+    PartialUsage,
+    TokenBuckets,
+    UsageError,
+    buckets_from_usage,
+)
 from traket._pricing._catalog import LibraryCatalog
 from traket._pricing._overrides import PriceFile, load_price_file
 from traket._pricing._rates import Rates, Unpriced, price_buckets
@@ -62,6 +67,8 @@ class CostEngine:
         recorded = _recorded_cost(event.get("cost"), buckets)
         if recorded is not None:
             return recorded
+        if isinstance(inconsistent, PartialUsage):
+            return CostResult("unpriced", reason=f"partial usage: {inconsistent}")
         if inconsistent is not None:
             return CostResult("unpriced", reason=f"inconsistent usage: {inconsistent}")
         if buckets is None:
