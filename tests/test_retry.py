@@ -98,3 +98,12 @@ def test_a_negative_or_infinite_setting_is_refused(field: str) -> None:
         RetryPolicy(**{field: -1.0})
     with pytest.raises(ConfigurationError, match=field):
         RetryPolicy(**{field: float("inf")})
+
+
+@pytest.mark.parametrize(
+    "field", ["initial_backoff", "max_backoff", "max_retry_after", "max_event_age"]
+)
+@pytest.mark.parametrize("value", [True, False])
+def test_a_bool_setting_is_refused(field: str, value: bool) -> None:
+    with pytest.raises(ConfigurationError, match=f"{field}.*received {value}"):
+        RetryPolicy(**{field: value})

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +181,34 @@ def test_a_serverless_invocation_that_flushes_at_its_end_delivers_while_frozen(
             )
     finally:
         thaw.set()
+
+
+def test_track_with_a_locked_spool_neither_raises_nor_waits(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "spool.db"
+    margins = _client(ingest.url, senders, spool_path=str(path))
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # another connection holds the write lock
+    try:
+        with caplog.at_level(logging.WARNING, logger="traket"):
+            started = time.monotonic()
+            for index in range(3):
+                margins.track({"provider": "openai", "feature": f"f{index}"})
+            elapsed = time.monotonic() - started
+            assert margins.flush(5)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert elapsed < 1.0  # a short wait per event, not SQLite's 5 s
+    stats = margins.stats()
+    assert (stats.delivered, stats.pending, stats.unspooled) == (3, 0, 3)
+    assert len(ingest.store.events) == 3  # kept in memory, so still delivered
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("traket")]
+    assert len(warnings) == 1
+    assert "kept in memory only" in warnings[0]
+    assert "database is locked" in warnings[0]

@@ -28,6 +28,7 @@ from ingest_fakes import (
     status,
 )
 
+from traket._retry import RetryPolicy
 from traket._sender import BatchSender, DeliveryFailure
 
 __all__ = ["_http_server", "ingest", "raw_ingest", "senders"]
@@ -244,8 +245,6 @@ def test_retries_keep_the_exact_bytes_of_each_event(
 def test_retry_after_is_waited_out_before_the_resend(
     ingest: FakeIngest, senders: list[BatchSender], header: object
 ) -> None:
-    from traket._retry import RetryPolicy
-
     times: list[float] = []
 
     def busy_then_fine(events: list[dict[str, object]]) -> object:
@@ -313,3 +312,74 @@ def test_an_ingest_that_echoes_the_write_key_does_not_leak_it(
     assert [f.reason for f in failures] == ["malformed", "rejected"]
     assert all("Bearer" in f.detail or "key" in f.detail for f in failures)
     assert WRITE_KEY not in repr(failures) + caplog.text
+
+
+def test_a_2xx_whose_body_is_too_deep_to_parse_counts_as_delivered_and_warns_once(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from werkzeug import Response
+
+    def nested_too_deep(events: list[dict[str, object]]) -> Response:
+        ingest.accept(events)
+        return Response("[" * 100_000 + "]" * 100_000, status=200)
+
+    failures: list[DeliveryFailure] = []
+    ingest.fault = nested_too_deep
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    events = [make_event(i) for i in range(10)]
+
+    with caplog.at_level(logging.WARNING, logger="traket"):
+        for half in (events[:5], events[5:]):
+            for event in half:
+                sender.submit(event)
+            assert sender.flush(3)  # settled, and nothing raised to the caller
+
+    ingest.store.assert_exactly(events)
+    stats = sender.stats()
+    assert (stats.delivered, stats.pending, stats.dropped_total) == (10, 0, 0)
+    assert failures == []
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("traket")]
+    assert len(warnings) == 1
+    assert "RecursionError" in warnings[0]
+    assert "count as delivered" in warnings[0]
+
+
+class _PolicyWithABug(RetryPolicy):
+    def backoff(self, attempt: int, retry_after: str | None = None) -> float:
+        raise ZeroDivisionError("a bug in a custom retry policy")
+
+
+@pytest.mark.parametrize("settled_by", ["flush", "worker"])
+def test_an_unexpected_error_on_a_batch_settles_it_as_internal_error(
+    ingest: FakeIngest, senders: list[BatchSender], settled_by: str
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.then(status(503))
+    sender = sender_for(
+        ingest.url, senders, retry=_PolicyWithABug(), on_error=failures.append
+    )
+    events = [make_event(i) for i in range(3)]
+
+    for event in events:
+        sender.submit(event)
+    if settled_by == "flush":
+        assert sender.flush(3)  # returns, never raises
+    else:
+        deadline = time.monotonic() + 3
+        while sender.stats().pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    stats = sender.stats()
+    assert (stats.pending, stats.dropped.get("internal_error")) == (0, 3)
+    assert stats.enqueued == stats.delivered + stats.dropped_total + stats.pending
+    assert [(f.reason, f.events) for f in failures] == [
+        ("internal_error", tuple(events))
+    ]
+    assert "ZeroDivisionError" in failures[0].detail
+    later = [make_event(i) for i in range(3, 6)]
+    for event in later:
+        sender.submit(event)
+    assert sender.flush(5)
+    ingest.store.assert_exactly(later)  # delivery goes on

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -10,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ingest_fakes import (
     WRITE_KEY,
     FakeIngest,
@@ -241,3 +245,85 @@ def test_an_event_refused_for_its_key_stays_for_a_process_with_a_fixed_key(
 
     assert sender.stats().dropped["unauthorized"] == 1
     assert _rows(tmp_path / "spool.db") == [event]
+
+
+def _lock_file(path: Path) -> sqlite3.Connection:
+    """Hold the spool file's write lock from another connection (another process)."""
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    return locker
+
+
+def test_a_locked_file_fails_a_spool_write_within_its_short_wait(
+    tmp_path: Path,
+) -> None:
+    from traket._spool import ADD_WAIT, SpoolError
+
+    spool = Spool(tmp_path / "spool.db")
+    locker = _lock_file(tmp_path / "spool.db")
+    try:
+        started = time.monotonic()
+        with pytest.raises(SpoolError, match="locked") as caught:
+            spool.add(b'{"n":1}')
+        assert time.monotonic() - started < ADD_WAIT + 0.5
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+        # A sending thread waiting out the lock in `remove` holds the spool's own
+        # lock; a caller's write gives up on that within its wait as well.
+        remover = threading.Thread(target=_remove_quietly, args=(spool,))
+        remover.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(SpoolError):
+            spool.add(b'{"n":2}')
+        assert time.monotonic() - started < ADD_WAIT + 0.5
+        remover.join()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert spool.add(b'{"n":3}') is not None
+    assert len(spool) == 1
+
+
+def _remove_quietly(spool: Spool) -> None:
+    from traket._spool import SpoolError
+
+    with contextlib.suppress(SpoolError):
+        spool.remove([1], wait=0.5)
+
+
+def test_a_spool_locked_before_the_answer_still_settles_delivered_events(
+    ingest: FakeIngest,
+    senders: list[BatchSender],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "spool.db"
+    first = sender_for(ingest.url, senders, spool_path=path, flush_interval=3600)
+    events = [make_event(i) for i in range(5)]
+    for event in events:
+        assert first.submit(event)
+
+    locker = _lock_file(path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="traket"):
+            assert first.flush(5)  # settled, and nothing raised to the caller
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    stats = first.stats()
+    assert (stats.delivered, stats.pending, stats.dropped_total) == (5, 0, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("traket")]
+    assert len(warnings) == 1
+    assert "5 event(s) left on disk" in warnings[0]
+    assert "database is locked" in warnings[0]
+    assert len(_rows(path)) == 5  # the rows stay, so a later process resends them
+    first.shutdown(1)
+
+    second = sender_for(ingest.url, senders, spool_path=path)
+    assert second.flush(5)
+
+    ingest.store.assert_exactly(events)  # resent, and stored once
+    assert _rows(path) == []

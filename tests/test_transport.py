@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import json
+import socketserver
 import ssl
 import threading
 from collections.abc import Iterator, Mapping
@@ -16,7 +17,6 @@ import requests
 from ingest_fakes import (
     WRITE_KEY,
     FakeIngest,
-    RawIngest,
     _http_server,
     ingest,
     make_event,
@@ -36,6 +36,7 @@ from traket._transport import (
 __all__ = ["_http_server", "ingest", "raw_ingest", "senders", "silent_endpoint"]
 
 _CA_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 def _body(*events: dict[str, Any]) -> bytes:
@@ -258,19 +259,121 @@ def test_a_ca_bundle_from_the_environment_is_trusted(
     assert answer.status == 200
 
 
-def test_a_proxy_from_the_environment_carries_the_request(
-    raw_ingest: RawIngest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    server: _ProxyServer
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = self.rfile.readline()
+            if not line:
+                break
+            head += line
+        self.server.seen.append(head)
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                self.server.seen.append(self.rfile.read(int(value)))
+        refusal = (
+            b"403 Forbidden" if head.startswith(b"CONNECT") else b"502 Bad Gateway"
+        )
+        self.wfile.write(b"HTTP/1.1 " + refusal + b"\r\nContent-Length: 0\r\n\r\n")
+
+
+class _ProxyServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    seen: list[bytes]
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_ProxyServer]:
+    """A proxy on 127.0.0.1 that records what reaches it and forwards nothing.
+
+    Every proxy variable is cleared first; the test sets the one it needs.
+    """
+    for name in _PROXY_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", raw_ingest.url.rsplit("/", 1)[0])
-    transport = HttpTransport("http://127.0.0.1:9/api/v1/usage/events", WRITE_KEY)
+        monkeypatch.delenv(name.lower(), raising=False)
+    server = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _proxy_url(server: _ProxyServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_loopback_endpoint_never_goes_through_a_proxy(
+    ingest: FakeIngest,
+    proxy: _ProxyServer,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    host: str,
+) -> None:
+    monkeypatch.setenv(variable, _proxy_url(proxy))
+    transport = HttpTransport(ingest.url.replace("127.0.0.1", host), WRITE_KEY)
     event = make_event()
 
     answer = transport.send(_body(event), gzipped=False, timeout=5)
 
-    assert answer.status == 200  # nothing listens on port 9: the proxy answered
-    raw_ingest.store.assert_exactly([event])
+    assert answer.status == 200  # the ingest answered, not the proxy
+    ingest.store.assert_exactly([event])
+    assert proxy.seen == []  # the write key never reached it
+
+
+def test_an_https_loopback_endpoint_never_goes_through_a_proxy(
+    tls_ingest: tuple[str, Path], proxy: _ProxyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in _CA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    url, ca_file = tls_ingest
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+    monkeypatch.setenv("HTTPS_PROXY", _proxy_url(proxy))
+    transport = HttpTransport(url, WRITE_KEY)
+
+    answer = transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert answer.status == 200
+    assert proxy.seen == []
+
+
+def test_an_https_endpoint_honours_the_proxy_from_the_environment(
+    proxy: _ProxyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", _proxy_url(proxy))
+    transport = HttpTransport("https://ingest.invalid/api/v1/usage/events", WRITE_KEY)
+
+    with pytest.raises(TransportError) as caught:
+        transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    assert isinstance(caught.value.__cause__, requests.exceptions.ProxyError)
+    assert proxy.seen[0].startswith(b"CONNECT ingest.invalid:443 ")
+    assert WRITE_KEY.encode() not in b"".join(proxy.seen)  # tunnelled, under TLS
+
+
+def test_no_proxy_still_exempts_an_https_host(
+    proxy: _ProxyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", _proxy_url(proxy))
+    monkeypatch.setenv("NO_PROXY", "ingest.invalid")
+    transport = HttpTransport("https://ingest.invalid/api/v1/usage/events", WRITE_KEY)
+
+    with pytest.raises(TransportError) as caught:
+        transport.send(_body(make_event()), gzipped=False, timeout=5)
+
+    cause = caught.value.__cause__
+    assert isinstance(cause, requests.exceptions.ConnectionError)
+    assert not isinstance(cause, requests.exceptions.ProxyError)
+    assert proxy.seen == []  # tried the (unresolvable) host itself
 
 
 def test_an_echoed_write_key_is_blanked_out_of_the_answer(ingest: FakeIngest) -> None:

@@ -100,6 +100,7 @@ class RetryPolicy:
             value = getattr(self, name)
             if (
                 not isinstance(value, (int, float))
+                or isinstance(value, bool)
                 or not math.isfinite(value)
                 or value < 0
             ):

@@ -22,6 +22,7 @@ session.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gzip
 import json
 import logging
@@ -38,7 +39,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigurationError
 from ._retry import RetryPolicy, Verdict, classify
-from ._spool import Spool
+from ._spool import ADD_WAIT, Spool, SpoolError
 from ._transport import Transport, TransportError, TransportResponse
 
 __all__ = [
@@ -69,6 +70,7 @@ DropReason = Literal[
     "queue_full",
     "expired",
     "shutdown",
+    "internal_error",
 ]
 DROP_REASONS: tuple[DropReason, ...] = (
     "rejected",
@@ -78,6 +80,7 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "queue_full",
     "expired",
     "shutdown",
+    "internal_error",
 )
 
 MAX_BATCH_EVENTS = 100
@@ -112,6 +115,9 @@ _DETAIL_CHARS = 300
 # Reasons after which a spooled row stays on disk: the event was never refused on its
 # merits, so the next process (with a fixed key, or after restart) sends it again.
 _KEEP_SPOOLED: frozenset[str] = frozenset({"unauthorized", "shutdown"})
+# What a spool failure costs, for the folded spool warning.
+_NOT_DURABLE = "kept in memory only, not durable (%s)"
+_LEFT_ON_DISK = "left on disk once settled; a later process may resend them (%s)"
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ class DeliveryStats:
 
     `enqueued` counts every event handed to `submit` (including ones dropped at once),
     so `enqueued == delivered + dropped_total + pending` always holds. `retried`
-    counts event resends, not batches.
+    counts event resends, not batches. `unspooled` counts events queued in memory
+    only because the spool could not be written (they are still delivered).
     """
 
     enqueued: int
@@ -128,6 +135,7 @@ class DeliveryStats:
     retried: int
     pending: int
     dropped: Mapping[str, int] = field(default_factory=dict)
+    unspooled: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -253,8 +261,17 @@ def _estimate_size(event: Mapping[str, Any]) -> int:
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def _serialize(event: Mapping[str, Any]) -> bytes:
-    return _encode(event).encode("utf-8")
+def _serialize(event: Mapping[str, Any]) -> bytes | None:
+    """Return an event's JSON, or `None` when it cannot be encoded.
+
+    Not only `TypeError` and `ValueError`: an event nested deeper than the encoder's
+    recursion allows raises `RecursionError`, and a mapping of the caller's own type
+    may raise anything. Such an event is malformed, never a failure of the sender.
+    """
+    try:
+        return _encode(event).encode("utf-8")
+    except Exception:
+        return None
 
 
 def _body(items: Iterable[_Item]) -> bytes:
@@ -263,11 +280,12 @@ def _body(items: Iterable[_Item]) -> bytes:
 
 
 def _rejected_indexes(body: bytes, count: int) -> dict[int, str]:
-    """Read `rejected[].index` from a 2xx answer; unreadable bodies reject nothing."""
-    try:
-        document = json.loads(body) if body else None
-    except ValueError:
-        return {}
+    """Read `rejected[].index` from a 2xx answer; an empty body rejects nothing.
+
+    Raises whatever the parser raises on a body it cannot read: `ValueError` for one
+    that is not JSON, `RecursionError` for one nested too deep, and so on.
+    """
+    document = json.loads(body) if body.strip() else None
     if not isinstance(document, dict) or not isinstance(document.get("rejected"), list):
         return {}
 
@@ -290,37 +308,49 @@ def _detail(response: TransportResponse) -> str:
     return f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}"
 
 
-class _DropLog:
-    """Log drops at WARNING with counts, at most once per reason per interval.
+def _cause(exc: BaseException) -> str:
+    """Name a failure for a log line: a spool error's own words, else its type."""
+    return str(exc) if isinstance(exc, SpoolError) else type(exc).__name__
 
-    Its lock is never held while logging, so a logging handler that submits an event
-    (and so may cause a drop) cannot deadlock against it.
+
+class _FoldedLog:
+    """Log a WARNING per key with counts, at most once per key per interval.
+
+    `template` takes the count, then the key. Its lock is never held while logging,
+    so a logging handler that submits an event (and so may cause a drop) cannot
+    deadlock against it; and a handler or filter that raises is ignored, since a
+    log line must never stop delivery.
     """
 
-    def __init__(self, interval: float = _WARN_EVERY) -> None:
+    def __init__(self, template: str, interval: float = _WARN_EVERY) -> None:
+        self._template = template
         self._interval = interval
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def note(self, reason: str, count: int) -> None:
+    def note(self, key: str, count: int) -> None:
         now = time.monotonic()
         with self._lock:
-            held = self._held.get(reason, 0) + count
-            last = self._last.get(reason)
+            held = self._held.get(key, 0) + count
+            last = self._last.get(key)
             if last is not None and now - last < self._interval:
-                self._held[reason] = held
+                self._held[key] = held
                 return
-            self._held[reason] = 0
-            self._last[reason] = now
-        logger.warning("traket dropped %d event(s): %s", held, reason)
+            self._held[key] = 0
+            self._last[key] = now
+        self._emit(held, key)
 
     def drain(self) -> None:
         with self._lock:
-            held = {reason: n for reason, n in self._held.items() if n}
+            held = {key: n for key, n in self._held.items() if n}
             self._held.clear()
-        for reason, count in held.items():
-            logger.warning("traket dropped %d event(s): %s", count, reason)
+        for key, count in held.items():
+            self._emit(count, key)
+
+    def _emit(self, count: int, key: str) -> None:
+        with contextlib.suppress(Exception):
+            logger.warning(self._template, count, key)
 
 
 _senders: weakref.WeakSet[BatchSender] = weakref.WeakSet()
@@ -363,7 +393,8 @@ class BatchSender:
     `"block"` waits up to `block_timeout` for room, then drops it. Up to
     `max_in_flight` requests run at once, each with `request_timeout`. With
     `spool_path`, events are written to SQLite before `submit` returns and recovered
-    by the next process.
+    by the next process; when the spool cannot be written within a short wait, the
+    event is queued in memory only (counted as `unspooled`) rather than refused.
     """
 
     def __init__(
@@ -465,13 +496,20 @@ class BatchSender:
         self._dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._door: dict[DropReason, list[dict[str, Any]]] = {}
         self._door_counts: dict[DropReason, int] = {}
+        self._unspooled = 0
+        self._spool_notes: dict[str, int] = {}  # spool failures seen by submit
         self._flushers = 0
         self._stopping = False
         self._started = False
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._warned_unauthorized = False
-        self._drop_log = _DropLog()
+        self._warned_unreadable = False
+        self._drop_log = _FoldedLog("traket dropped %d event(s): %s")
+        self._spool_log = _FoldedLog("traket spool: %d event(s) %s")
+        self._callback_log = _FoldedLog(
+            "traket on_error callback raised %d time(s): %s; delivery goes on"
+        )
 
     # -- the caller's side ---------------------------------------------------------
 
@@ -501,27 +539,22 @@ class BatchSender:
         return True
 
     def _submit_spooled(self, event: dict[str, Any]) -> bool:
-        try:
-            data = _serialize(event)
-        except (TypeError, ValueError):
+        data = _serialize(event)
+        if data is None or len(data) > self._max_event_bytes:
             with self._lock:
-                self._drop_at_door(event, "malformed")
-            return False
-        if len(data) > self._max_event_bytes:
-            with self._lock:
-                self._drop_at_door(event, "too_large")
+                self._drop_at_door(event, "malformed" if data is None else "too_large")
             return False
 
-        assert self._spool is not None
-        row = self._spool.add(data) if not self._closed else None
+        take, row, failure = self._spool_add(data)
         born = time.monotonic()
         more = None
         with self._lock:
-            if row is not None and (
-                self._has_room(len(data)) or self._wait_for_room(0)
-            ):
+            if take and (self._has_room(len(data)) or self._wait_for_room(len(data))):
                 item = _Item(self._seq, event, len(data), born, data, row)
                 more = self._append(item)
+                if failure is not None:
+                    self._unspooled += 1
+                    self._spool_notes_add(_NOT_DURABLE % failure)
             else:
                 self._drop_at_door(event, "shutdown" if self._closed else "queue_full")
         if more is not None:
@@ -529,8 +562,38 @@ class BatchSender:
                 self._spawn_worker()  # takes the lock itself: never under it
             return True
         if row is not None:
-            self._spool.remove([row])
+            self._unspool_refused(row)
         return False
+
+    def _spool_add(self, data: bytes) -> tuple[bool, int | None, str | None]:
+        """Write an event to the spool; return whether to queue it, its row, a failure.
+
+        A spool that cannot be written (a file another connection locked, a full
+        disk) costs neither the event nor the caller's time: after at most the
+        spool's short wait the event is queued in memory only. A full spool refuses
+        it, as a full queue does.
+        """
+        assert self._spool is not None
+        if self._closed:
+            return False, None, None
+        try:
+            row = self._spool.add(data, wait=ADD_WAIT)
+        except Exception as exc:
+            return True, None, _cause(exc)
+        return row is not None, row, None
+
+    def _unspool_refused(self, row: int) -> None:
+        """Delete the row of an event the queue refused, on the caller's thread."""
+        assert self._spool is not None
+        try:
+            self._spool.remove([row], wait=ADD_WAIT)
+        except Exception as exc:
+            with self._lock:
+                self._spool_notes_add(_LEFT_ON_DISK % _cause(exc))
+
+    def _spool_notes_add(self, note: str) -> None:
+        """Keep a spool failure for a sending thread to log; under the lock."""
+        self._spool_notes[note] = self._spool_notes.get(note, 0) + 1
 
     def _has_room(self, size: int) -> bool:
         if self._closed:
@@ -651,7 +714,8 @@ class BatchSender:
         if leftover and self._spool is None:
             self._report("shutdown", leftover, None, "not delivered before shutdown")
         self._report_door_drops()
-        self._drop_log.drain()
+        for log in (self._drop_log, self._spool_log, self._callback_log):
+            log.drain()
         _senders.discard(self)
         if idle:
             try:
@@ -671,6 +735,7 @@ class BatchSender:
                 retried=self._retried,
                 pending=self._pending,
                 dropped=dict(self._dropped),
+                unspooled=self._unspooled,
             )
 
     # -- threads, fork and recovery ------------------------------------------------
@@ -723,7 +788,7 @@ class BatchSender:
             for row, data in rows:
                 try:
                     event = json.loads(data)
-                except ValueError:
+                except Exception:  # sent as stored; reported as {} if dropped
                     event = {}
                 self._append(_Item(self._seq, event, len(data), born, data, row))
         logger.debug("traket recovered %d spooled event(s)", len(rows))
@@ -734,8 +799,9 @@ class BatchSender:
     def _worker_loop(self) -> None:
         """Take batches and send them until the sender stops.
 
-        An exception here is a bug of ours or of a logging handler; it is logged and
-        the loop goes on, since a dead worker would leave delivery to `flush` alone.
+        `_process` settles a batch whatever goes wrong; an exception still reaching
+        this loop is a bug of ours, logged while the loop goes on, since a dead
+        worker would leave delivery to `flush` alone.
         If the thread ends anyway, it leaves the list so the next submit starts one.
         """
         try:
@@ -804,7 +870,9 @@ class BatchSender:
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 if worker:
-                    if self._door_counts or self._backlog_to_compact():
+                    if self._door_counts or self._spool_notes:
+                        return None
+                    if self._backlog_to_compact():
                         return None
                     self._idle += 1
                     try:
@@ -887,10 +955,10 @@ class BatchSender:
                 event = item.event
                 if event is None:
                     continue  # compacted since the list was made
-                try:
-                    data = item.data = _serialize(event)
-                except (TypeError, ValueError):
+                data = _serialize(event)
+                if data is None:
                     continue  # left whole; the send path drops it as malformed
+                item.data = data
             if stuck and data[:1] != _PACKED:
                 item.data = _pack(data)
             item.event = None
@@ -915,15 +983,42 @@ class BatchSender:
         return oldest
 
     def _process(self, batch: _Batch, deadline: float | None) -> None:
-        """Send a taken batch (and the parts it splits into) until settled or parked."""
-        work = self._prepare(batch)
-        while work:
-            current = work.pop()
-            if deadline is not None and time.monotonic() >= deadline:
-                for rest in [current, *work]:
-                    self._park(rest, time.monotonic())
-                return
-            work.extend(self._attempt(current, deadline))
+        """Send a taken batch (and the parts it splits into) until settled or parked.
+
+        Never raises. An unexpected error (a bug of ours, a retry policy or transport
+        that raises) drops what this thread still holds as `internal_error`, so every
+        event is accounted for and no flush waits for it.
+        """
+        work = [batch]
+        current: _Batch | None = None
+        try:
+            work = self._prepare(batch)
+            while work:
+                current = work.pop()
+                if deadline is not None and time.monotonic() >= deadline:
+                    for rest in [current, *work]:
+                        self._park(rest, time.monotonic())
+                    return
+                work.extend(self._attempt(current, deadline))
+                current = None
+        except Exception as exc:
+            held = work if current is None else [current, *work]
+            self._abandon(held, exc)
+
+    def _abandon(self, batches: list[_Batch], exc: Exception) -> None:
+        """Drop `batches` still in flight after an unexpected error; never raises.
+
+        A batch in flight belongs to the thread that took it, and `_settle` takes it
+        out of flight, so the ones found there are exactly those not yet counted.
+        """
+        with self._lock:
+            stranded = [batch for batch in batches if batch in self._inflight]
+        name = type(exc).__name__
+        detail = f"traket failed while sending ({name}); the events were not sent"
+        for batch in stranded:
+            self._settle(batch, [], [("internal_error", batch.items, detail)])
+        with contextlib.suppress(Exception):
+            logger.debug("traket failed on a batch: %s", name, exc_info=exc)
 
     def _prepare(self, batch: _Batch) -> list[_Batch]:
         """Serialize, drop what cannot be sent, cut the rest by `max_batch_bytes`."""
@@ -937,11 +1032,11 @@ class BatchSender:
                 if event is None:  # compacted since `data` was read
                     data = item.data or b""
                 else:
-                    try:
-                        data = item.data = _serialize(event)
-                    except (TypeError, ValueError):
+                    data = _serialize(event)
+                    if data is None:
                         malformed.append(item)
                         continue
+                    item.data = data
             if data[:1] == _PACKED:
                 data = item.data = _unpack(data)
             length = len(data)
@@ -1031,7 +1126,17 @@ class BatchSender:
         return []
 
     def _delivered_batch(self, batch: _Batch, response: TransportResponse) -> None:
-        rejected = _rejected_indexes(response.body, len(batch.items))
+        """Settle a batch the ingest took: every event but those it lists `rejected`.
+
+        A 2xx means the ingest took the batch whatever its body says, so a body that
+        cannot be read (not JSON, nested too deep to parse) rejects nothing.
+        """
+        try:
+            rejected = _rejected_indexes(response.body, len(batch.items))
+        except Exception as exc:
+            self._settle(batch, batch.items, [])
+            self._unreadable_answer(response.status, len(batch.items), exc)
+            return
         if not rejected:
             self._settle(batch, batch.items, [])
             return
@@ -1045,6 +1150,21 @@ class BatchSender:
         self._settle(
             batch, taken, [("rejected", refused, detail)], status=response.status
         )
+
+    def _unreadable_answer(self, status: int, count: int, exc: Exception) -> None:
+        """Say once, at WARNING, that a 2xx body could not be read; then at DEBUG."""
+        with self._lock:
+            first = not self._warned_unreadable
+            self._warned_unreadable = True
+        with contextlib.suppress(Exception):
+            logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "traket could not read the ingest's HTTP %d answer (%s); its %d "
+                "event(s) count as delivered",
+                status,
+                type(exc).__name__,
+                count,
+            )
 
     def _split(self, batch: _Batch, response: TransportResponse) -> list[_Batch]:
         if len(batch.items) == 1:
@@ -1123,16 +1243,10 @@ class BatchSender:
         Spool rows go first, outside the lock, so a crash between the two resends (the
         ingest de-duplicates) rather than loses. Callbacks and logs run before the
         counts change, so a flush that returns has seen its drops reported, and never
-        under the lock.
+        under the lock. Never raises: `_abandon` relies on a batch leaving flight only
+        once its events are counted.
         """
-        if self._spool is not None:
-            rows = [item.row for item in delivered if item.row is not None]
-            for reason, items, _ in drops:
-                if reason not in _KEEP_SPOOLED:
-                    rows.extend(item.row for item in items if item.row is not None)
-            if rows:
-                self._spool.remove(rows)
-
+        self._forget_rows(delivered, drops)
         for reason, items, detail in drops:
             self._report(reason, items, status, detail, quiet=quiet)
 
@@ -1148,6 +1262,27 @@ class BatchSender:
             if delivered or dropped:
                 self._wake.notify_all()
 
+    def _forget_rows(
+        self, delivered: list[_Item], drops: list[tuple[DropReason, list[_Item], str]]
+    ) -> None:
+        """Delete the spool rows of settled events; if that fails, they stay on disk.
+
+        A row left behind is sent again by a later process and counted once by the
+        ingest, so the failure is logged and the events are settled all the same.
+        """
+        if self._spool is None:
+            return
+        rows = [item.row for item in delivered if item.row is not None]
+        for reason, items, _ in drops:
+            if reason not in _KEEP_SPOOLED:
+                rows.extend(item.row for item in items if item.row is not None)
+        if not rows:
+            return
+        try:
+            self._spool.remove(rows)
+        except Exception as exc:
+            self._spool_log.note(_LEFT_ON_DISK % _cause(exc), len(rows))
+
     def _report(
         self,
         reason: DropReason,
@@ -1159,11 +1294,13 @@ class BatchSender:
     ) -> None:
         if not quiet:
             self._drop_log.note(reason, len(items))
-        self._call_on_error(
-            DeliveryFailure(
-                reason, tuple(event_of(item) for item in items), status, detail
-            )
-        )
+        if self._on_error is None:
+            return
+        try:
+            events = tuple(event_of(item) for item in items)
+        except Exception:  # a compacted event that no longer decodes
+            events = ()
+        self._call_on_error(DeliveryFailure(reason, events, status, detail))
 
     def _call_on_error(self, failure: DeliveryFailure) -> None:
         if self._on_error is None:
@@ -1171,16 +1308,21 @@ class BatchSender:
         try:
             self._on_error(failure)
         except Exception as exc:
-            logger.debug("traket on_error callback raised %s", type(exc).__name__)
-            self._drop_log.note("on_error callback raised", 1)
+            self._callback_log.note(type(exc).__name__, 1)
 
     def _report_door_drops(self) -> None:
-        """Log and call back for events `submit` refused; on a sending thread."""
+        """Log and call back for what `submit` refused or could not spool.
+
+        On a sending thread: `submit` itself never logs or calls back.
+        """
         with self._lock:
-            if not self._door_counts:
+            if not self._door_counts and not self._spool_notes:
                 return
             counts, self._door_counts = self._door_counts, {}
             samples, self._door = self._door, {}
+            notes, self._spool_notes = self._spool_notes, {}
+        for note, count in notes.items():
+            self._spool_log.note(note, count)
         for reason, count in counts.items():
             self._drop_log.note(reason, count)
             events = tuple(samples.get(reason, ()))

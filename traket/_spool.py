@@ -10,23 +10,38 @@ spools its own events beside the parent's, but only loads rows when a process st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-__all__ = ["Spool"]
+__all__ = ["ADD_WAIT", "REMOVE_WAIT", "Spool", "SpoolError"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, data BLOB NOT NULL)"
 )
+# How long a write may wait for the file (another connection's lock) or for this
+# spool's own lock. `add` runs on the caller's thread inside `track()`, so it gives
+# up quickly and the event stays in memory; `remove` runs on a sending thread.
+ADD_WAIT = 0.1
+REMOVE_WAIT = 1.0
+_OPEN_WAIT = 5.0
+
+
+class SpoolError(Exception):
+    """The spool could not be read or written: the file is locked, full or broken.
+
+    The message is SQLite's (or says the spool was busy); it never holds row data.
+    """
 
 
 class Spool:
     """A bounded table of serialized events, one row per event.
 
     Calls are short local writes under the spool's own lock; network I/O never happens
-    under it, so a submit waits at most for another thread's SQLite statement.
+    under it. Each write waits at most its `wait` for that lock and for the file, then
+    raises `SpoolError`, so a submit is never held for seconds by a locked file.
     """
 
     def __init__(
@@ -36,6 +51,7 @@ class Spool:
         self.max_events = max_events
         self._lock = threading.Lock()
         self._conn = self._connect()
+        self._wait = _OPEN_WAIT
         self._count = self._rows()
 
     def __repr__(self) -> str:
@@ -43,7 +59,10 @@ class Spool:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=_OPEN_WAIT,
+            isolation_level=None,
+            check_same_thread=False,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -56,27 +75,55 @@ class Spool:
     def __len__(self) -> int:
         return self._count
 
-    def add(self, data: bytes) -> int | None:
-        """Store one serialized event; return its row id, or `None` when full."""
-        with self._lock:
+    @contextlib.contextmanager
+    def _writing(self, wait: float) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and set SQLite's busy timeout to `wait`; raise `SpoolError`.
+
+        The lock is taken with the same bound as the file, so a caller's `add` is not
+        held behind a sending thread's `remove` that waits out a locked file.
+        """
+        if not self._lock.acquire(timeout=max(wait, 0.0)):
+            raise SpoolError(f"the spool was busy for {wait:g} s")
+        try:
+            if wait != self._wait:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                self._wait = wait
+            yield self._conn
+        except sqlite3.Error as exc:
+            raise SpoolError(str(exc)[:200]) from exc
+        finally:
+            self._lock.release()
+
+    def add(self, data: bytes, *, wait: float = ADD_WAIT) -> int | None:
+        """Store one serialized event; return its row id, or `None` when full.
+
+        Raises `SpoolError` when the file stays locked for `wait` seconds or cannot
+        be written.
+        """
+        with self._writing(wait) as conn:
             if self._count >= self.max_events:
                 return None
-            cursor = self._conn.execute("INSERT INTO spool (data) VALUES (?)", (data,))
+            cursor = conn.execute("INSERT INTO spool (data) VALUES (?)", (data,))
             self._count += 1
             return int(cursor.lastrowid or 0)
 
-    def remove(self, rows: Iterable[int]) -> None:
-        """Delete rows the ingest took (or that were dropped and reported)."""
+    def remove(self, rows: Iterable[int], *, wait: float = REMOVE_WAIT) -> None:
+        """Delete rows the ingest took (or that were dropped and reported).
+
+        Raises `SpoolError` when they cannot be deleted; the rows then stay on disk,
+        and a later process sends them again (the ingest de-duplicates).
+        """
         ids = [(row,) for row in rows]
         if not ids:
             return
-        with self._lock:
-            self._conn.execute("BEGIN")
+        with self._writing(wait) as conn:
+            conn.execute("BEGIN")
             try:
-                cursor = self._conn.executemany("DELETE FROM spool WHERE id = ?", ids)
-                self._conn.execute("COMMIT")
+                cursor = conn.executemany("DELETE FROM spool WHERE id = ?", ids)
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
             self._count = max(0, self._count - max(cursor.rowcount, 0))
 
@@ -92,6 +139,7 @@ class Spool:
         """Open a new connection in a child process; the parent's is not shareable."""
         self._lock = threading.Lock()
         self._conn = self._connect()
+        self._wait = _OPEN_WAIT
         self._count = self._rows()
 
     def close(self) -> None:

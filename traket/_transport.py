@@ -148,11 +148,29 @@ class _BearerAuth(AuthBase):
         return request
 
 
+class _DirectAdapter(HTTPAdapter):
+    """An adapter that connects straight to the host, whatever proxies are set.
+
+    `requests` merges `HTTP_PROXY` and friends into every request unless `NO_PROXY`
+    names the host, and a plain `http://` proxy would read the write key. Dropping
+    the proxies here, where the connection is chosen, leaves no setting to win over.
+    """
+
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        kwargs["proxies"] = None
+        return super().send(request, *args, **kwargs)
+
+
 class HttpTransport:
     """Send with a `requests.Session`: TLS verified, proxies from the environment.
 
-    The write key is kept out of `repr` and of every exception message; `requests`
-    exceptions are translated here, once, into `TransportError` chained with `from`.
+    A loopback endpoint (the local ingest) is never sent through a proxy, so the
+    write key cannot reach one over plain `http://`; every other endpoint honours the
+    environment's proxy settings. The write key is kept out of `repr` and of every
+    exception message; `requests` exceptions are translated here, once, into
+    `TransportError` chained with `from`.
     """
 
     def __init__(
@@ -172,7 +190,9 @@ class HttpTransport:
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         session.auth = _BearerAuth(self._write_key)
-        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=16)
+        direct = _is_loopback(urlsplit(self.endpoint).hostname or "")
+        kind = _DirectAdapter if direct else HTTPAdapter
+        adapter = kind(max_retries=0, pool_connections=4, pool_maxsize=16)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
