@@ -84,3 +84,48 @@ def test_a_forked_child_sends_its_own_events_and_never_the_parents(
     expected = {f"parent-{i}" for i in range(40)} | {f"child-{i}" for i in range(20)}
     assert set(ingest.store.events) == expected
     assert set(ingest.store.arrivals.values()) == {1}
+
+
+KEYS_SCRIPT = """
+import ctypes, json, os, sys
+from traket._event import build_event
+
+how = sys.argv[1]
+fork = os.fork if how == "os.fork" else ctypes.CDLL(None, use_errno=True).fork
+build_event({"provider": "openai"})  # the parent has made keys before forking
+read, write = os.pipe()
+children = []
+for _ in range(3):
+    pid = fork()
+    if pid == 0:
+        keys = [build_event({"provider": "openai"})["idempotencyKey"]
+                for _ in range(50)]
+        os.write(write, (json.dumps(keys) + "\\n").encode())
+        os._exit(0)
+    children.append(pid)
+keys = [build_event({"provider": "openai"})["idempotencyKey"] for _ in range(50)]
+for pid in children:
+    os.waitpid(pid, 0)
+os.close(write)
+with os.fdopen(read) as lines:
+    for line in lines:
+        keys += json.loads(line)
+print(json.dumps({"keys": len(keys), "distinct": len(set(keys))}))
+"""
+
+
+@pytest.mark.parametrize("how", ["os.fork", "raw-fork"])
+def test_processes_forked_with_or_without_hooks_never_share_idempotency_keys(
+    how: str,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", KEYS_SCRIPT, how],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"keys": 200, "distinct": 200}

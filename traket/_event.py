@@ -157,7 +157,9 @@ class _KeyMaker:
 
     `uuid.uuid4()` reads the OS's random source for every event; here 74 random bits
     are drawn once per process (again after fork) and a 48-bit counter, started at a
-    random point, tells the events of one process apart.
+    random point, tells the events of one process apart. The process id is checked
+    on every key, since servers that fork without Python's hooks (uWSGI, C
+    extensions) would otherwise leave parent and children making the same keys.
     """
 
     def __init__(self) -> None:
@@ -167,8 +169,11 @@ class _KeyMaker:
         head = uuid.UUID(bytes=secrets.token_bytes(16), version=4).hex
         self._prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{head[16:20]}-"
         self._counter = itertools.count(secrets.randbits(47))
+        self._pid = os.getpid()
 
     def __call__(self) -> str:
+        if os.getpid() != self._pid:
+            self.reseed()
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
