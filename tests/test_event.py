@@ -395,3 +395,46 @@ def test_a_mutable_scope_is_checked_every_time() -> None:
     assert checked_attribution(scope, None)["externalCustomerId"] == "a"
     scope["externalCustomerId"] = "b"
     assert checked_attribution(scope, None)["externalCustomerId"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"usage": {"input_tokens": 2**63, "output_tokens": 1}}, "usage.input_tokens"),
+        ({"usage": {"prompt_tokens": 1, "completion_tokens": 2**53}}, "usage"),
+        ({"duration_ms": 1e300}, "durationMs"),
+        ({"cost": {"amount": 1e308, "currency": "usd"}}, "cost.amount"),
+        ({"units": [{"quantity": 2**60}]}, "units[0].quantity"),
+        ({"occurred_at": "0205-03-01T00:00:00Z"}, "occurredAt"),
+        ({"occurred_at": "2999-01-01T00:00:00Z"}, "occurredAt"),
+        ({"feature": json.loads('"chat\\ud83d"')}, "feature"),
+        ({"external_customer_id": json.loads('"\\udc00bob"')}, "externalCustomerId"),
+    ],
+)
+def test_values_an_ingest_would_refuse_are_refused_when_the_event_is_built(
+    fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        build_event({"provider": "openai", **fields})
+    assert caught.value.field.startswith(field)
+
+
+def test_labels_that_are_not_unicode_are_dropped_not_sent() -> None:
+    cut = json.loads('"x\\ud83d"')
+    metadata = {cut: "v", "plan": cut, "ok": "é"}
+    assert sanitize_metadata(metadata) == {"ok": "é"}
+
+
+def test_the_edges_of_the_bounds_are_accepted() -> None:
+    event = build_event(
+        {
+            "provider": "openai",
+            "usage": {"input_tokens": 2**53 - 1, "output_tokens": 0},
+            "duration_ms": 0,
+            "cost": {"amount": -1e9, "currency": "usd"},
+            "occurred_at": "2000-01-01T00:00:00Z",
+            "feature": "résumé ✓",
+        }
+    )
+    assert event["usage"]["input_tokens"] == 2**53 - 1
+    assert event["feature"] == "résumé ✓"

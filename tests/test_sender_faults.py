@@ -138,11 +138,11 @@ def test_400_is_reported_and_not_retried(
     failures: list[DeliveryFailure] = []
     ingest.then(status(400))
     sender = sender_for(ingest.url, senders, on_error=failures.append)
-    refused = [make_event(i) for i in range(3)]
+    refused = [make_event(0)]  # a batch of several is halved: see below
     for event in refused:
         sender.submit(event)
     assert sender.flush(5)
-    later = [make_event(i) for i in range(3, 10)]
+    later = [make_event(i) for i in range(1, 10)]
 
     for event in later:
         sender.submit(event)
@@ -383,3 +383,58 @@ def test_an_unexpected_error_on_a_batch_settles_it_as_internal_error(
         sender.submit(event)
     assert sender.flush(5)
     ingest.store.assert_exactly(later)  # delivery goes on
+
+
+def _refuses_marked(events: list[dict[str, object]]) -> object:
+    """A 400 naming the first event whose feature is "bad", as INGEST.md says."""
+    from werkzeug import Response
+
+    for index, event in enumerate(events):
+        if event.get("feature") == "bad":
+            body = {"error": f"events[{index}].feature: refused"}
+            return Response(json.dumps(body), status=400)
+    return None
+
+
+def test_a_400_for_one_event_drops_that_event_alone(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    ingest.fault = _refuses_marked  # type: ignore[assignment]
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    events = [
+        make_event(i, feature="bad" if i in (7, 60) else "ok") for i in range(100)
+    ]
+    for event in events:
+        assert sender.submit(event)
+
+    assert sender.flush(10)
+
+    good = [event for event in events if event["feature"] == "ok"]
+    ingest.store.assert_exactly(good)
+    stats = sender.stats()
+    assert (stats.delivered, stats.dropped["malformed"]) == (98, 2)
+    assert stats.dropped_total == 2
+    dropped = [event for failure in failures for event in failure.events]
+    assert sorted(event["idempotencyKey"] for event in dropped) == sorted(
+        event["idempotencyKey"] for event in events if event["feature"] == "bad"
+    )
+    assert {failure.reason for failure in failures} == {"malformed"}
+    assert ingest.requests <= 40  # halving: far fewer requests than events
+
+
+def test_text_that_is_not_unicode_fails_its_own_event_only(
+    ingest: FakeIngest, senders: list[BatchSender]
+) -> None:
+    failures: list[DeliveryFailure] = []
+    sender = sender_for(ingest.url, senders, on_error=failures.append)
+    cut_emoji = json.loads('"bob\\ud83d"')  # a lone surrogate, as JSON can carry
+    events = [make_event(i) for i in range(5)]
+    events[2]["externalCustomerId"] = cut_emoji
+    for event in events:
+        sender.submit(event)
+
+    assert sender.flush(10)
+
+    ingest.store.assert_exactly(events[:2] + events[3:])
+    assert [failure.reason for failure in failures] == ["malformed"]

@@ -16,12 +16,12 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from ._errors import InvalidEventError, describe
-from ._usage import copy_wire_usage, usage_from_openai
+from ._usage import MAX_COUNT, copy_wire_usage, usage_from_openai
 
 Event = dict[str, Any]
 Scalar = str | int | float | bool | None
@@ -119,11 +119,12 @@ def sanitize_metadata(value: Any) -> dict[str, Scalar] | None:
         # Judged whole, before it is cut: a sensitive word past the cut, or one the
         # cut splits, still drops the key.
         key = str(raw_key).strip()
-        if not key or is_sensitive_key(key):
+        if not key or is_sensitive_key(key) or not _is_unicode(key):
             continue
         key = key[:MAX_METADATA_KEY_LENGTH]
         if isinstance(raw_value, str):
-            kept[key] = raw_value[:MAX_METADATA_VALUE_LENGTH]
+            if _is_unicode(raw_value):
+                kept[key] = raw_value[:MAX_METADATA_VALUE_LENGTH]
         elif isinstance(raw_value, float):
             if math.isfinite(raw_value):
                 kept[key] = raw_value
@@ -215,7 +216,7 @@ def check_fields(fields: Mapping[str, Any]) -> Event:
         key = _EVENT_KEYS.get(raw_key)
         if key is None or value is None:
             continue
-        if type(value) is str and key in _PLAIN_STRINGS:
+        if type(value) is str and key in _PLAIN_STRINGS and value.isascii():
             event[key] = value
             continue
         checked = _VALIDATORS[key](key, value)
@@ -227,7 +228,21 @@ def check_fields(fields: Mapping[str, Any]) -> Event:
 def _string(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidEventError(field, "a string", describe(value))
+    if not _is_unicode(value):
+        received = "a string with a lone surrogate (a cut emoji?)"
+        raise InvalidEventError(field, "a string of valid Unicode", received)
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """Tell whether `text` can be sent as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _status(field: str, value: Any) -> str:
@@ -257,7 +272,16 @@ def _timestamp(field: str, value: Any) -> str:
     if moment.tzinfo is None:
         raise InvalidEventError(field, expected, f"{describe(value)} without time zone")
     utc = moment.astimezone(timezone.utc)
+    if not _EARLIEST <= utc <= datetime.now(timezone.utc) + _AHEAD:
+        expected = "a time from 2000 to a week from now"
+        raise InvalidEventError(field, expected, describe(value))
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# What an event's time may be: no usage predates 2000, and a week ahead is more than
+# any clock drifts. A year typed wrong would otherwise stretch a report over centuries.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_AHEAD = timedelta(days=7)
 
 
 def _number(field: str, value: Any) -> int | float:
@@ -271,9 +295,31 @@ def _number(field: str, value: Any) -> int | float:
 
 def _duration(field: str, value: Any) -> int:
     number = _number(field, value)
-    if number < 0:
-        raise InvalidEventError(field, "a non-negative number of ms", describe(value))
+    if not 0 <= number <= MAX_COUNT:
+        expected = f"a non-negative number of ms no larger than {MAX_COUNT}"
+        raise InvalidEventError(field, expected, describe(value))
     return round(number)
+
+
+# A cost above a billion in one event is a unit mistake (cents for dollars, an
+# exponent), not a bill: refused, so that it never distorts a report.
+MAX_AMOUNT = 1e9
+
+
+def _amount(field: str, value: Any) -> int | float:
+    number = _number(field, value)
+    if not -MAX_AMOUNT <= number <= MAX_AMOUNT:
+        expected = "an amount from -1e9 to 1e9"
+        raise InvalidEventError(field, expected, describe(value))
+    return number
+
+
+def _quantity(field: str, value: Any) -> int | float:
+    number = _number(field, value)
+    if not 0 <= number <= MAX_COUNT:
+        expected = f"a non-negative quantity no larger than {MAX_COUNT}"
+        raise InvalidEventError(field, expected, describe(value))
+    return number
 
 
 _TOKEN_KEYS = (
@@ -294,11 +340,12 @@ _DETAIL_KEYS = {
 def _check_counts(field: str, source: Mapping[str, Any], keys: tuple[str, ...]) -> None:
     for key in keys:
         value = source.get(key)
-        if value is None or (type(value) is int and value >= 0):
+        if value is None or (type(value) is int and 0 <= value <= MAX_COUNT):
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if is_int and 0 <= value <= MAX_COUNT:
             continue
-        expected = "a non-negative integer"
+        expected = f"a non-negative integer no larger than {MAX_COUNT}"
         raise InvalidEventError(f"{field}.{key}", expected, describe(value))
 
 
@@ -371,15 +418,15 @@ def _units(field: str, value: Any) -> list[dict[str, Any]]:
 
 
 _COST_CHECKS: dict[str, Validator] = {
-    "amount": _number,
+    "amount": _amount,
     "currency": _currency,
     "source": _string,
     "priceVersion": _string,
     "metadata": _metadata,
 }
 _UNIT_CHECKS: dict[str, Validator] = {
-    "quantity": _number,
-    "billableQuantity": _number,
+    "quantity": _quantity,
+    "billableQuantity": _quantity,
     "unitName": _string,
     "unitType": _string,
     "providerRawKey": _string,

@@ -258,7 +258,15 @@ def _estimate_size(event: Mapping[str, Any]) -> int:
 
 
 # One encoder for every event: `json.dumps` with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+# UTF-8 as is, not \u escapes: text that is not valid Unicode (a lone surrogate)
+# then fails to encode on its own event, instead of failing its batch at the ingest.
+_encode = json.JSONEncoder(
+    separators=(",", ":"), allow_nan=False, ensure_ascii=False
+).encode
+
+
+# Answers that fault the batch's content: its bad events are found by halving it.
+_MALFORMED = frozenset({400, 422})
 
 
 def _serialize(event: Mapping[str, Any]) -> bytes | None:
@@ -1113,9 +1121,13 @@ class BatchSender:
         elif verdict is Verdict.RETRY:
             self._retry_later(batch, response.headers.get("Retry-After"))
         elif verdict is Verdict.SPLIT:
-            return self._split(batch, response)
+            return self._split(batch, response, "too_large")
         elif verdict is Verdict.UNAUTHORIZED:
             self._unauthorized(batch, response)
+        elif response.status in _MALFORMED and len(batch.items) > 1:
+            # One bad event must not take the others down: halve the batch until
+            # the ingest names no fault, or a single event is left to drop.
+            return self._split(batch, response, "malformed")
         else:
             self._settle(
                 batch,
@@ -1166,14 +1178,18 @@ class BatchSender:
                 count,
             )
 
-    def _split(self, batch: _Batch, response: TransportResponse) -> list[_Batch]:
+    def _split(
+        self, batch: _Batch, response: TransportResponse, reason: DropReason
+    ) -> list[_Batch]:
+        """Resend `batch` as two halves; a single event is dropped for `reason`."""
         if len(batch.items) == 1:
-            size = len(_unpack(batch.items[0].data or b""))
+            if reason == "too_large":
+                size = len(_unpack(batch.items[0].data or b""))
+                detail = f"event of {size} bytes refused"
+            else:
+                detail = _detail(response)
             self._settle(
-                batch,
-                [],
-                [("too_large", batch.items, f"event of {size} bytes refused")],
-                status=response.status,
+                batch, [], [(reason, batch.items, detail)], status=response.status
             )
             return []
         middle = len(batch.items) // 2

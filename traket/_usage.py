@@ -54,21 +54,26 @@ def read_field(source: Any, key: str) -> Any:
     return None if fields is None else fields.get(key)
 
 
+# The largest count any JSON reader keeps exactly (a double's integer range); a
+# larger one is no real token count, and some ingests refuse it.
+MAX_COUNT = 2**53 - 1
+
+
 def _count(value: Any) -> int | None:
     """Return a token count as a non-negative int, or None when it is not one."""
     if type(value) is int:
-        return value if value >= 0 else None
+        return value if 0 <= value <= MAX_COUNT else None
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value) if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
     return None
 
 
 def _exact_count(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_COUNT
 
 
 def copy_wire_usage(usage: Any) -> Usage | None:
