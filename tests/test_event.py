@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from traket._errors import InvalidEventError
-from traket._event import build_event, sanitize_metadata
+from traket._event import build_event, canonical_key, sanitize_metadata
 from traket._observe import checked_attribution, observed_event
 from traket._scope import merge_fields
 
@@ -340,7 +340,9 @@ def _merged_then_built(
     observed: dict[str, Any], scope: dict[str, Any], defaults: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What `record_observed` built before it trusted traket's own readings."""
-    fields = merge_fields(defaults or {}, scope)
+    # Each source's keys under their wire names first, as the client has them.
+    wire = {canonical_key(key) or key: value for key, value in (defaults or {}).items()}
+    fields = merge_fields(wire, scope)
     if "provider" in fields:
         observed = {k: v for k, v in observed.items() if k != "provider"}
     fields = merge_fields(fields, observed)
@@ -438,3 +440,13 @@ def test_the_edges_of_the_bounds_are_accepted() -> None:
     )
     assert event["usage"]["input_tokens"] == 2**53 - 1
     assert event["feature"] == "résumé ✓"
+
+
+def test_two_spellings_of_one_field_are_refused_not_resolved_silently() -> None:
+    fields = {
+        "provider": "openai",
+        "externalCustomerId": "acme",
+        "external_customer_id": "globex",
+    }
+    with pytest.raises(InvalidEventError, match="one spelling of externalCustomerId"):
+        build_event(fields)

@@ -216,6 +216,9 @@ def check_fields(fields: Mapping[str, Any]) -> Event:
         key = _EVENT_KEYS.get(raw_key)
         if key is None or value is None:
             continue
+        if key in event:
+            received = f"{raw_key} beside another spelling of it"
+            raise InvalidEventError(key, f"one spelling of {key}", received)
         if type(value) is str and key in _PLAIN_STRINGS and value.isascii():
             event[key] = value
             continue

@@ -148,8 +148,11 @@ def checked_attribution(
     last = _last_checked
     if last is not None and last[0] is scope and last[1] is defaults:
         return last[2]
-    merged = _scope.merge_fields(defaults, scope) if defaults else scope
-    checked = check_fields(merged)
+    # Each checked on its own, so that a spelling in one (external_customer_id)
+    # is overridden by the other's (externalCustomerId), never refused as a clash.
+    checked = check_fields(scope)
+    if defaults:
+        checked = _scope.merge_fields(check_fields(defaults), checked)
     if type(scope) is MappingProxyType and (
         defaults is None or type(defaults) is MappingProxyType
     ):
