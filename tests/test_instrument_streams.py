@@ -18,6 +18,7 @@ from traket._instrument import instrument
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 USAGE_STREAM = "chat_stream_include_usage_gpt4"
+RESPONSES_STREAM = "responses_stream_basic_gpt41"
 
 
 @pytest.fixture(scope="module")
@@ -352,14 +353,34 @@ def test_a_base_exception_mid_stream_passes_through(
 def test_a_stream_helper_left_early_yields_one_event(
     server: ReplayServer, capture: Capture
 ) -> None:
-    # The helper closes the HTTP response past our proxy: recorded when collected.
     server.respond_with(recording(USAGE_STREAM))
 
     helper = _needs(_client(server), "chat.completions.stream")
     with helper(model="m", messages=MESSAGES) as s:
         next(iter(s))
+        assert capture.events == []
+
+    assert capture.one["status"] == "cancelled"  # at the end of the block
     del s
     gc.collect()
+    assert len(capture.events) == 1
+
+
+@pytest.mark.parametrize("path", ["chat.completions.stream", "responses.stream"])
+async def test_an_async_stream_helper_left_early_is_recorded_as_its_block_ends(
+    server: ReplayServer, capture: Capture, path: str
+) -> None:
+    stream = USAGE_STREAM if path.startswith("chat") else RESPONSES_STREAM
+    server.respond_with(recording(stream))
+    helper = _needs(_aclient(server), path)
+    arguments: dict[str, Any] = {"model": "m"}
+    if path.startswith("chat"):
+        arguments["messages"] = MESSAGES
+    else:
+        arguments["input"] = "hi"
+
+    async with helper(**arguments) as s:
+        await s.__anext__()
 
     assert capture.one["status"] == "cancelled"
 

@@ -25,7 +25,7 @@ import wrapt
 
 from .. import _scope
 from .._event import check_fields
-from . import _calls, _patches
+from . import _calls, _patches, _streams
 from ._calls import Config
 
 __all__ = ["instrument", "instrumented", "uninstrument"]
@@ -52,6 +52,18 @@ _TABLE: tuple[tuple[str, str, _patches.Wrapper], ...] = (
     ("openai.lib.azure", "AzureOpenAI.with_options", _calls.copy_client),
     ("openai.lib.azure", "AsyncAzureOpenAI.copy", _calls.copy_client),
     ("openai.lib.azure", "AsyncAzureOpenAI.with_options", _calls.copy_client),
+    ("openai.lib.streaming.chat", "ChatCompletionStream.close", _streams.close_helper),
+    (
+        "openai.lib.streaming.chat",
+        "AsyncChatCompletionStream.close",
+        _streams.aclose_helper,
+    ),
+    ("openai.lib.streaming.responses", "ResponseStream.close", _streams.close_helper),
+    (
+        "openai.lib.streaming.responses",
+        "AsyncResponseStream.close",
+        _streams.aclose_helper,
+    ),
 )
 
 

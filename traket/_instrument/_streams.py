@@ -8,11 +8,9 @@ context variable is set while the application runs.
 
 Every way a stream can end reaches `Call.end` or `Call.fail`, which record once:
 the last chunk (`StopIteration`), an exception from the stream, `close()`,
-leaving a `with` block, and garbage collection of the proxy.
-
-XXX: the `stream()` helpers close the HTTP response themselves, past this proxy,
-so a helper stream left unfinished is recorded when it is collected, not when its
-`with` block ends (`test_a_stream_helper_left_early_yields_one_event`).
+leaving a `with` block, and garbage collection of the proxy. The `stream()`
+helpers close the HTTP response themselves, past the proxy they read from, so
+their `close` is patched too (`close_helper`, `aclose_helper`).
 """
 
 from __future__ import annotations
@@ -205,3 +203,36 @@ class AsyncMeteredRawResponse(_Proxy):
 
     def __del__(self) -> None:
         self._self_call.unparsed(self.__wrapped__, self._self_streams)
+
+
+def close_helper(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Patch of a `stream()` helper's `close`: end the metered stream it reads."""
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _end_helper(instance)
+
+
+async def aclose_helper(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Patch of an async `stream()` helper's `close`: end the metered stream."""
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _end_helper(instance)
+
+
+def _end_helper(helper: Any) -> None:
+    """End the call of the metered stream under `helper`; a finished one stays."""
+    raw = getattr(helper, "_raw_stream", None)
+    if isinstance(raw, MeteredStream | AsyncMeteredStream):
+        raw._self_call.end("cancelled")
