@@ -516,6 +516,107 @@ def test_a_bad_option_is_a_configuration_error_naming_it(
     assert received in message
 
 
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("wk_live\r\nX-Evil: 1", "a line break at position 8"),
+        ("ключ-секрет", "a non-ASCII character at position 1"),
+        ("wk_live_abc ", "whitespace at position 12"),
+        ("wk\tlive", "whitespace at position 3"),
+        ("wk\x1blive", "a control character at position 3"),
+        ("wk\x7flive", "a control character at position 3"),
+    ],
+)
+@pytest.mark.parametrize("via_environment", [False, True])
+def test_a_write_key_that_cannot_travel_in_a_header_is_refused_unquoted(
+    monkeypatch: pytest.MonkeyPatch, key: str, problem: str, via_environment: bool
+) -> None:
+    options: dict[str, Any] = {"transport": InMemoryTransport()}
+    if via_environment:
+        monkeypatch.setenv("TRAKET_WRITE_KEY", key)
+    else:
+        options["write_key"] = key
+
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(**options)
+
+    message = str(caught.value)
+    assert message.startswith("write_key")
+    assert "printable ASCII" in message
+    assert problem in message
+    assert ("TRAKET_WRITE_KEY" in message) == via_environment
+    for part in ("wk_live", "ключ", "секрет", "X-Evil", "live"):
+        assert part not in message
+
+
+def test_a_printable_ascii_write_key_is_kept_as_given() -> None:
+    key = "wk_live_AZaz09-._~+/=!#$%&'*^`|"
+    margins = create_margins(write_key=key, transport=InMemoryTransport())
+    assert margins.write_key == key
+
+
+@pytest.mark.parametrize(
+    ("options", "name", "received"),
+    [
+        ({"gzip": "yes"}, "gzip", "'yes' (str)"),
+        ({"gzip": 1}, "gzip", "1 (int)"),
+        ({"estimate_cost": "false"}, "estimate_cost", "'false' (str)"),
+        ({"estimate_cost": None}, "estimate_cost", "None"),
+        ({"allow_insecure_http": "no"}, "allow_insecure_http", "'no' (str)"),
+        ({"request_timeout": 0}, "request_timeout", "0 (int)"),
+        ({"request_timeout": -1.5}, "request_timeout", "-1.5 (float)"),
+        ({"request_timeout": float("inf")}, "request_timeout", "inf"),
+        ({"request_timeout": "10"}, "request_timeout", "'10' (str)"),
+        ({"request_timeout": True}, "request_timeout", "True (bool)"),
+        ({"endpoint": "https://ingest.example:99999/e"}, "endpoint", "out of range"),
+        ({"endpoint": "https://ingest.example:http/e"}, "endpoint", "'http'"),
+        ({"endpoint": "https://ingest.example:0/e"}, "endpoint", "port 0"),
+        ({"endpoint": "http://[::1/e"}, "endpoint", "Invalid IPv6 URL"),
+    ],
+)
+@pytest.mark.parametrize("transport", [None, InMemoryTransport])
+def test_a_bad_flag_timeout_or_port_is_a_configuration_error_naming_it(
+    options: dict[str, Any], name: str, received: str, transport: Any
+) -> None:
+    options = {"write_key": WRITE_KEY, **options}
+    if transport is not None:
+        options["transport"] = transport()
+
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(**options)
+
+    message = str(caught.value)
+    assert message.startswith(f"{name}: expected ")
+    assert received in message
+
+
+def test_an_endpoint_port_error_never_quotes_the_rest_of_the_url() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(
+            write_key=WRITE_KEY, endpoint="https://user:s3cret@ingest.example:x/e"
+        )
+
+    assert "s3cret" not in str(caught.value)
+
+
+def test_an_endpoint_port_from_the_environment_is_checked_the_same_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRAKET_ENDPOINT", "http://127.0.0.1:87870/api/v1/usage/events")
+
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(write_key=WRITE_KEY)
+
+    assert str(caught.value).startswith("endpoint (from TRAKET_ENDPOINT): expected")
+    assert "out of range" in str(caught.value)
+
+
+def test_an_endpoint_with_a_valid_port_is_kept() -> None:
+    endpoint = "https://ingest.example:8443/api/v1/usage/events"
+    margins = create_margins(write_key=WRITE_KEY, endpoint=endpoint)
+    assert margins.endpoint == endpoint
+
+
 def test_a_write_key_is_never_quoted_in_an_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         create_margins(write_key=b"wk_bytes_secret")  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from traket._local._server import (
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
     IngestServer,
+    SetupError,
     validate_event,
 )
 from traket._local._store import EventStore
@@ -273,6 +276,71 @@ BAD_EVENTS = [
 ]
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+_NOW = datetime.now(timezone.utc)
+_SAFE = 2**53 - 1
+
+# Values no real call produces: each would wreck every report built on it.
+ABSURD_EVENTS = [
+    ({"cost": {"amount": 1e308}}, "cost.amount"),
+    ({"cost": {"amount": -1e10}}, "cost.amount"),
+    ({"cost": {"amount": 10**400}}, "cost.amount"),
+    ({"cost": {"amount": 1_000_000_001}}, "cost.amount"),
+    ({"usage": {"input_tokens": _SAFE + 1}}, "usage.input_tokens"),
+    ({"usage": {"output_tokens": 2**63 - 1}}, "usage.output_tokens"),
+    (
+        {"usage": {"output_tokens_details": {"reasoning_tokens": _SAFE + 1}}},
+        "usage.output_tokens_details.reasoning_tokens",
+    ),
+    ({"durationMs": _SAFE + 1}, "durationMs"),
+    ({"durationMs": -1}, "durationMs"),
+    ({"occurredAt": "0205-03-01T00:00:00Z"}, "occurredAt"),
+    ({"occurredAt": "1999-12-31T23:59:59.999Z"}, "occurredAt"),
+    ({"occurredAt": _iso(_NOW + timedelta(days=8))}, "occurredAt"),
+]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"cost": {"amount": 1e9, "currency": "usd"}},
+        {"cost": {"amount": -1e9, "currency": "usd"}},
+        {"usage": {"input_tokens": _SAFE, "output_tokens": 0}},
+        {"durationMs": _SAFE},
+        {"occurredAt": "2000-01-01T00:00:00Z"},
+        {"occurredAt": _iso(_NOW + timedelta(days=6))},
+    ],
+)
+def test_values_at_the_bounds_are_accepted(
+    server: IngestServer, session: requests.Session, fields: dict[str, Any]
+) -> None:
+    response = post(session, server, [make_event(**fields)])
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("fields", "field"), ABSURD_EVENTS)
+def test_an_absurd_value_is_400_saying_what_range_was_expected(
+    server: IngestServer,
+    store: EventStore,
+    session: requests.Session,
+    fields: dict[str, Any],
+    field: str,
+) -> None:
+    response = post(session, server, [make_event(), make_event(**fields)])
+
+    assert response.status_code == 400
+    assert store.count() == 0
+    body = response.json()
+    assert (body["index"], body["field"]) == (1, field)
+    assert re.search(r"(up to 2\*\*53-1|-1e9 to 1e9|from 2000-01-01)", body["error"])
+    assert "e+308" not in body["error"]
+    assert "0205" not in body["error"]
+
+
 @pytest.mark.parametrize(("fields", "field"), BAD_EVENTS)
 def test_a_malformed_event_is_400_naming_its_index_and_field(
     server: IngestServer,
@@ -506,6 +574,107 @@ def test_an_empty_write_key_is_refused(store: EventStore) -> None:
         IngestServer(store, write_key="")
 
 
+@pytest.mark.parametrize("key", ["wk with space", "key\r\nX-Evil: 1", "ключ", "key\t"])
+def test_a_write_key_no_sender_could_present_is_refused_unquoted(
+    store: EventStore, key: str
+) -> None:
+    with pytest.raises(SetupError) as caught:
+        IngestServer(store, write_key=key)
+
+    assert caught.value.option == "write_key"
+    assert key not in str(caught.value)
+
+
+def test_a_port_in_use_is_a_setup_error_naming_the_port(store: EventStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(SetupError, match="already in use") as caught:
+            IngestServer(store, port=port, write_key=WRITE_KEY)
+
+    assert caught.value.option == "port"
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "option"),
+    [("192.0.2.1", 0, "host"), ("127.0.0.1", 70000, "port"), ("[::1", 0, "host")],
+)
+def test_an_unusable_host_or_port_is_a_setup_error_naming_it(
+    store: EventStore, host: str, port: int, option: str
+) -> None:
+    with pytest.raises(SetupError) as caught:
+        IngestServer(store, host=host, port=port, write_key=WRITE_KEY)
+
+    assert caught.value.option == option
+    assert str(caught.value).startswith(f"{option}: ")
+
+
+def test_bound_to_every_interface_the_banner_url_is_the_bound_address(
+    store: EventStore,
+) -> None:
+    server = IngestServer(store, host="0.0.0.0", write_key=WRITE_KEY)
+    try:
+        host, port = server.address
+        assert (host, port > 0) == ("0.0.0.0", True)
+        assert server.bound_url == f"http://0.0.0.0:{port}/api/v1/usage/events"
+        assert server.url == f"http://127.0.0.1:{port}/api/v1/usage/events"
+        assert not server.loopback
+    finally:
+        server.stop()
+
+
+def test_a_bracketed_ipv6_host_is_bound(store: EventStore) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = IngestServer(store, host="[::1]", write_key=WRITE_KEY)
+    except SetupError:
+        pytest.skip("IPv6 loopback is not configured here")
+    try:
+        assert server.bound_url.startswith("http://[::1]:")
+        assert server.url == server.bound_url
+        assert server.loopback
+    finally:
+        server.stop()
+
+
+def test_run_server_warns_for_a_non_loopback_host_after_binding(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from traket._local._server import run_server
+
+    def interrupt(self: IngestServer) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(IngestServer, "serve_forever", interrupt)
+    seen: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="traket"):
+        run_server(
+            tmp_path / "t.db",
+            host="0.0.0.0",
+            port=0,
+            write_key=WRITE_KEY,
+            on_ready=lambda server: seen.append(server.bound_url),
+        )
+
+    assert seen[0].startswith("http://0.0.0.0:")
+    assert [r.getMessage() for r in caplog.records if "unencrypted" in r.getMessage()]
+
+
+def test_run_server_checks_the_key_before_making_the_database(tmp_path: Path) -> None:
+    from traket._local._server import run_server
+
+    with pytest.raises(SetupError, match="write_key"):
+        run_server(tmp_path / "t.db", port=0, write_key="")
+
+    assert not (tmp_path / "t.db").exists()
+
+
 def test_validate_event_raises_naming_the_field() -> None:
     validate_event(make_event())
 
@@ -522,7 +691,7 @@ def test_run_server_serves_until_interrupted(tmp_path: Path) -> None:
         "import sys\n"
         "from traket._local._server import run_server\n"
         "run_server(sys.argv[1], port=0, write_key=sys.argv[2],\n"
-        "           on_ready=lambda url: print(url, flush=True))\n"
+        "           on_ready=lambda server: print(server.url, flush=True))\n"
     )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -559,7 +728,7 @@ def test_run_server_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         "import sys\n"
         "from traket._local._server import run_server\n"
         "run_server(sys.argv[1], port=0, write_key='k',\n"
-        "           on_ready=lambda url: print(url, flush=True))\n"
+        "           on_ready=lambda server: print(server.url, flush=True))\n"
     )
     root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(

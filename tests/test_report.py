@@ -10,9 +10,10 @@ import csv
 import io
 import json
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ import report_dataset
 from click.testing import CliRunner
 from rich.console import Console
 
+from traket._errors import ConfigurationError
 from traket._local import cli
 from traket._local._html import render_html
 from traket._local._render import (
@@ -174,6 +176,39 @@ def test_days_without_events_appear_with_zero(tmp_path: Path) -> None:
     assert report.days[1][1].events == 0
 
 
+def test_days_years_apart_list_only_the_days_with_events() -> None:
+    first = report_dataset.events()[0] | {"occurredAt": "0205-03-01T12:00:00Z"}
+    last = report_dataset.events()[1] | {"occurredAt": "2026-01-01T12:00:00Z"}
+
+    report = build_report([first, last], engine=CostEngine())
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+    page = render_html(report)
+
+    assert [d.isoformat() for d, _ in report.days] == ["0205-03-01", "2026-01-01"]
+    assert not report.every_day
+    assert "Cost by day (days with events only)" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Cost by day (days with events only)" in page
+    assert len(report_to_dict(report)["days"]) == 2
+
+
+@pytest.mark.parametrize(("span", "rows"), [(92, 92), (93, 2)])
+def test_every_day_of_a_quarter_is_listed_and_longer_spans_are_not(
+    span: int, rows: int
+) -> None:
+    last = date(2026, 1, 1) + timedelta(days=span - 1)
+    events = [
+        report_dataset.events()[0] | {"occurredAt": "2026-01-01T12:00:00Z"},
+        report_dataset.events()[1] | {"occurredAt": f"{last.isoformat()}T12:00:00Z"},
+    ]
+
+    report = build_report(events, engine=CostEngine())
+
+    assert len(report.days) == rows
+    assert (report.days[0][0], report.days[-1][0]) == (date(2026, 1, 1), last)
+    assert report.every_day == (rows == span)
+
+
 def test_token_breakdown_cache_hit_rate_and_savings(db: Path) -> None:
     tokens = report_for(db).tokens
 
@@ -244,6 +279,41 @@ def test_money_shows_small_amounts_with_significant_digits(
     amount: str, places: int, shown: str
 ) -> None:
     assert money(D(amount), places) == shown
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        ("1e308", "$1.000e+308"),
+        ("-1e308", "-$1.000e+308"),
+        ("1" + "0" * 400, "$1.000e+400"),
+        ("999999999999999.4", "$999,999,999,999,999.4000"),
+    ],
+)
+def test_money_shows_an_absurd_amount_and_never_raises(amount: str, shown: str) -> None:
+    assert money(D(amount)) == shown
+    assert money(D(amount), 2, "eur").endswith(" EUR")
+
+
+def test_a_huge_recorded_cost_renders_in_every_format() -> None:
+    event = report_dataset.events()[0] | {
+        "cost": {"amount": 1e308, "currency": "usd", "source": "caller"}
+    }
+    customer = event["externalCustomerId"]
+
+    report = build_report([event], engine=CostEngine(), revenue={customer: D(10)})
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(report, console)
+    table = console.file.getvalue()  # type: ignore[attr-defined]
+    page = render_html(report)
+    data = report_to_dict(report)
+
+    assert "$1.000e+308" in table
+    assert "$1.000e+308" in page
+    assert data["totals"]["cost"] == str(10**308)
+    assert "-1.000e+309%" in table  # (10 - 1e308) / 10 * 100, to 28 digits
+    assert data["customers"][0]["marginPercent"] == "-1" + "0" * 309
+    assert render_csv(report, "customers").count("\n") == 2
 
 
 def test_money_without_a_cost_is_a_dash_and_names_other_currencies() -> None:
@@ -380,6 +450,18 @@ def test_revenue_from_csv_and_pairs(tmp_path: Path) -> None:
 
     assert load_revenue_csv(path) == {"acme": D("11.00"), "globex": D("1000")}
     assert parse_revenue_pairs(["acme=3", "a=b=2"]) == {"acme": D(3), "a=b": D(2)}
+
+
+def test_a_revenue_file_that_is_not_utf_8_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "revenue.csv"
+    path.write_bytes(b"customer,amount\nacme,12\n\xff\xfe,1\n")
+
+    with pytest.raises(ConfigurationError, match="expected UTF-8") as caught:
+        load_revenue_csv(path)
+
+    assert isinstance(caught.value.__cause__, UnicodeDecodeError)
 
 
 @pytest.mark.parametrize(
@@ -674,7 +756,8 @@ def test_cli_serve_calls_the_local_ingest(monkeypatch: pytest.MonkeyPatch) -> No
 
     def fake_run_server(db_path: Any, **kwargs: Any) -> None:
         calls.append((db_path, kwargs["host"], kwargs["port"], kwargs["write_key"]))
-        kwargs["on_ready"]("http://127.0.0.1:9999/api/v1/usage/events")
+        url = "http://127.0.0.1:9999/api/v1/usage/events"
+        kwargs["on_ready"](SimpleNamespace(url=url, bound_url=url, loopback=True))
 
     monkeypatch.setattr("traket._local._server.run_server", fake_run_server)
 

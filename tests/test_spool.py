@@ -28,9 +28,11 @@ from ingest_fakes import (
     status,
 )
 
+from traket import ConfigurationError, create_margins
 from traket._sender import BatchSender, DeliveryFailure
 from traket._spool import Spool
 from traket._transport import HttpTransport
+from traket.testing import InMemoryTransport
 
 __all__ = ["_http_server", "ingest", "senders"]
 
@@ -327,3 +329,62 @@ def test_a_spool_locked_before_the_answer_still_settles_delivered_events(
 
     ingest.store.assert_exactly(events)  # resent, and stored once
     assert _rows(path) == []
+
+
+# A spool path it cannot use -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("missing/spool.db", "does not exist"),
+        ("a-directory", "is a directory"),
+        ("not-sqlite.db", "not a database"),
+    ],
+)
+def test_a_spool_path_it_cannot_use_is_a_configuration_error_naming_it(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "not-sqlite.db").write_text("not a database\n" * 100)
+    path = tmp_path / where
+
+    with pytest.raises(ConfigurationError) as caught:
+        create_margins(
+            write_key=WRITE_KEY, transport=InMemoryTransport(), spool_path=path
+        )
+
+    message = str(caught.value)
+    assert message.startswith("spool_path: ")
+    assert str(path) in message
+    assert reason in message
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_a_spool_path_that_is_not_a_path_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"spool_path: expected a file path"):
+        Spool(42)  # type: ignore[arg-type]
+
+
+def test_a_spool_locked_by_another_process_fails_fast_saying_it_is_in_use(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError, match="in use by another process"):
+            create_margins(
+                write_key=WRITE_KEY, transport=InMemoryTransport(), spool_path=path
+            )
+        assert time.monotonic() - started < 1.5
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    margins = create_margins(
+        write_key=WRITE_KEY, transport=InMemoryTransport(), spool_path=path
+    )
+    margins.shutdown(1)

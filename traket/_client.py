@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from . import _scope
 from ._errors import ConfigurationError, InvalidEventError, describe
@@ -79,6 +80,105 @@ def _timeout(value: float | None) -> float | None:
             f"received {describe(value)}"
         )
     return value
+
+
+def write_key_problem(value: object) -> str | None:
+    """Say what keeps `value` from being a write key, or return `None` if nothing.
+
+    A key travels in the `Authorization` header, so it must be printable ASCII without
+    spaces: a line break would inject a header, and a character outside Latin-1
+    cannot be sent at all, so every request would fail later, retried for hours. The
+    answer describes the key (its type, a character's kind and position), never its
+    text: it is a secret.
+    """
+    if not isinstance(value, str):
+        return f"expected a string, received {type(value).__name__}"
+    if not value:
+        return "expected a write key, received an empty string"
+    for position, char in enumerate(value, start=1):
+        if "!" <= char <= "~":
+            continue
+        if char in "\r\n":
+            kind = "a line break"
+        elif char.isspace():
+            kind = "whitespace"
+        elif char.isascii() or not char.isprintable():
+            kind = "a control character"
+        else:
+            kind = "a non-ASCII character"
+        return (
+            "expected printable ASCII without spaces or control characters, "
+            f"received a key with {kind} at position {position} of {len(value)}"
+        )
+    return None
+
+
+def _write_key(value: str | None) -> str:
+    """Return the write key given or from the environment, or raise naming it."""
+    key: object = value or os.environ.get("TRAKET_WRITE_KEY")
+    if not key:
+        received = "an empty string" if value == "" else "nothing"
+        raise ConfigurationError(
+            f"write_key: expected a Traket write key, received {received} "
+            "(pass write_key= or set TRAKET_WRITE_KEY)"
+        )
+    problem = write_key_problem(key)
+    if isinstance(key, str) and problem is None:
+        return key
+    source = "" if value else " (from TRAKET_WRITE_KEY)"
+    raise ConfigurationError(f"write_key{source}: {problem}")
+
+
+def _flag(name: str, value: object) -> bool:
+    """Return a boolean option; `1` or `"no"` would read as a choice nobody made."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"{name}: expected True or False, received {describe(value)}"
+        )
+    return value
+
+
+def _endpoint(value: str | None) -> str:
+    """Return the endpoint given or from the environment, with a usable port.
+
+    The scheme and host are checked by the transport; a port out of range would
+    only fail each send, later.
+    """
+    endpoint = value or os.environ.get("TRAKET_ENDPOINT") or DEFAULT_ENDPOINT
+    if not isinstance(endpoint, str):
+        return endpoint  # the transport names the type
+    try:
+        port = urlsplit(endpoint).port
+    except ValueError as exc:
+        # "Port out of range 0-65535", "Port could not be cast ... as 'x'": the
+        # port's text at most, never the rest of the URL (it may hold user info).
+        received = f"a URL it cannot parse ({str(exc)[:80]})"
+    else:
+        if port != 0:
+            return endpoint
+        received = "a URL with port 0"
+    source = "" if value else " (from TRAKET_ENDPOINT)"
+    raise ConfigurationError(
+        f"endpoint{source}: expected an http(s) URL with a port from 1 to 65535 or "
+        f"none, received {received}"
+    )
+
+
+def _request_timeout(options: dict[str, Any]) -> None:
+    """Refuse a request timeout of 0: every request would time out, then retry."""
+    if "request_timeout" not in options:
+        return
+    value = options["request_timeout"]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(
+            "request_timeout: expected a finite number of seconds > 0, "
+            f"received {describe(value)}"
+        )
 
 
 # The BatchSender settings a caller may pass to `create_margins` as they are.
@@ -228,31 +328,19 @@ class Margins:
                 f"create_margins() got an unexpected option {unknown[0]!r}; "
                 f"delivery options are {', '.join(sorted(_SENDER_OPTIONS))}"
             )
-        given = write_key
-        write_key = write_key or os.environ.get("TRAKET_WRITE_KEY")
-        if not write_key:
-            received = "an empty string" if given == "" else "nothing"
-            raise ConfigurationError(
-                f"write_key: expected a Traket write key, received {received} "
-                "(pass write_key= or set TRAKET_WRITE_KEY)"
-            )
-        if not isinstance(write_key, str):
-            # The type only: the value is a secret.
-            raise ConfigurationError(
-                f"write_key: expected a string, received {type(write_key).__name__}"
-            )
+        self.write_key = _write_key(write_key)
         if on_error is not None and not callable(on_error):
             raise ConfigurationError(
                 "on_error: expected a callable taking a DeliveryFailure, "
                 f"received {describe(on_error)}"
             )
-        self.endpoint = (
-            endpoint or os.environ.get("TRAKET_ENDPOINT") or DEFAULT_ENDPOINT
-        )
-        self.write_key = write_key
+        self.endpoint = _endpoint(endpoint)
         self.batch_size = _batch_size(batch_size)
         self.flush_interval_ms = _positive("flush_interval_ms", flush_interval_ms, 1000)
-        self.estimate_cost = estimate_cost
+        self.estimate_cost = _flag("estimate_cost", estimate_cost)
+        gzip = _flag("gzip", gzip)
+        allow_insecure_http = _flag("allow_insecure_http", allow_insecure_http)
+        _request_timeout(sender_options)
         self.openai = OpenAITracker(self)
         carrier = self._make_transport(transport, allow_insecure_http)
         self._sender = BatchSender(

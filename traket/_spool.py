@@ -16,6 +16,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 
+from ._errors import ConfigurationError, describe
+
 __all__ = ["ADD_WAIT", "REMOVE_WAIT", "Spool", "SpoolError"]
 
 _SCHEMA = (
@@ -26,7 +28,36 @@ _SCHEMA = (
 # up quickly and the event stays in memory; `remove` runs on a sending thread.
 ADD_WAIT = 0.1
 REMOVE_WAIT = 1.0
-_OPEN_WAIT = 5.0
+# Opening waits this long for a lock: the owner's writes take milliseconds, so a file
+# locked for longer belongs to another process, and waiting more would only delay
+# the `ConfigurationError` that says so.
+_OPEN_WAIT = 0.5
+
+
+def _path(value: object) -> str:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise ConfigurationError(
+            f"spool_path: expected a file path (str or os.PathLike), "
+            f"received {describe(value)}"
+        )
+    return path
+
+
+def _reason(exc: sqlite3.Error, path: str) -> str:
+    """Say why a spool file cannot be opened, in words a caller can act on."""
+    message = str(exc)
+    if "locked" in message or "busy" in message:
+        return (
+            f"it is in use by another process (locked for over {_OPEN_WAIT:g} s); "
+            "one process may use a spool file at a time"
+        )
+    if os.path.isdir(path):
+        return "it is a directory; expected a file path"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"its directory {parent!r} does not exist"
+    return message[:200]
 
 
 class SpoolError(Exception):
@@ -41,18 +72,38 @@ class Spool:
 
     Calls are short local writes under the spool's own lock; network I/O never happens
     under it. Each write waits at most its `wait` for that lock and for the file, then
-    raises `SpoolError`, so a submit is never held for seconds by a locked file.
+    raises `SpoolError`, so a submit is never held for seconds by a locked file. A
+    path that cannot be opened as a spool (a directory, a missing directory, a file
+    another process holds) raises `ConfigurationError` naming `spool_path`.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, max_events: int = 100_000
     ) -> None:
-        self.path = os.fspath(path)
+        self.path = _path(path)
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._conn = self._connect()
+        self._conn, self._count = self._open()
         self._wait = _OPEN_WAIT
-        self._count = self._rows()
+
+    def _open(self) -> tuple[sqlite3.Connection, int]:
+        """Connect and count the rows, or raise `ConfigurationError` naming the path.
+
+        The open waits `_OPEN_WAIT` at most, so a file another process holds fails
+        at once rather than after a long wait.
+        """
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            count = conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            reason = _reason(exc, self.path)
+            raise ConfigurationError(
+                f"spool_path: cannot use {self.path!r} as a spool: {reason}"
+            ) from exc
+        return conn, int(count)
 
     def __repr__(self) -> str:
         return f"Spool(path={self.path!r}, rows={self._count})"
@@ -64,9 +115,13 @@ class Spool:
             isolation_level=None,
             check_same_thread=False,
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _rows(self) -> int:

@@ -13,6 +13,7 @@ from html import escape
 
 from traket._local._render import (
     customer_cells,
+    days_title,
     group_cells,
     left_out,
     money,
@@ -49,17 +50,25 @@ _SCRIPT = r"""
     if (text !== undefined) { node.textContent = text; }
     return node;
   }
+  // A stored amount past a double's range must scale as the largest, not as NaN.
+  function num(text) {
+    var value = Number(text);
+    return isFinite(value) ? value : (value > 0 ? Number.MAX_VALUE : 0);
+  }
   function costByDay(host) {
     var days = data.days, w = 640, h = 240, top = 20, bottom = 40, left = 10;
     var svg = el("svg", {width: w, height: h, viewBox: "0 0 " + w + " " + h,
                          role: "img", "aria-label": "Cost by day"});
-    var max = Math.max.apply(null, days.map(function (d) { return Number(d.cost); })
+    var max = Math.max.apply(null, days.map(function (d) { return num(d.cost); })
                                        .concat([0]));
     var slot = days.length ? (w - 2 * left) / days.length : 0;
+    // Days over more than one year keep their year: "08-01" would be ambiguous.
+    var years = days.length > 0 &&
+      days[0].day.slice(0, 4) !== days[days.length - 1].day.slice(0, 4);
     days.forEach(function (d, i) {
-      var value = d.cost === null ? 0 : Number(d.cost);
+      var value = d.cost === null ? 0 : num(d.cost);
       var label = d.cost === null ? "not priced" : data.labels.days[i];
-      var height = max > 0 ? (h - top - bottom) * value / max : 0;
+      var height = max > 0 ? (h - top - bottom) * (value / max) : 0;
       var x = left + i * slot, y = h - bottom - height;
       var bar = el("rect", {"class": "bar bar-cost", x: x + slot * 0.1, y: y,
                             width: Math.max(slot * 0.8, 1), height: height,
@@ -70,7 +79,8 @@ _SCRIPT = r"""
       svg.appendChild(el("text", {"class": "value", x: x + slot / 2, y: y - 4,
                                   "text-anchor": "middle"}, label));
       svg.appendChild(el("text", {"class": "label", x: x + slot / 2, y: h - bottom + 14,
-                                  "text-anchor": "middle"}, d.day.slice(5)));
+                                  "text-anchor": "middle"},
+                             years ? d.day : d.day.slice(5)));
     });
     host.appendChild(svg);
   }
@@ -81,7 +91,7 @@ _SCRIPT = r"""
                          role: "img", "aria-label": "Customers by cost and revenue"});
     var max = 0;
     rows.forEach(function (r) {
-      max = Math.max(max, Number(r.cost), r.revenue === null ? 0 : Number(r.revenue));
+      max = Math.max(max, num(r.cost), r.revenue === null ? 0 : num(r.revenue));
     });
     var scale = max > 0 ? (w - left - right) / max : 0;
     rows.forEach(function (r, i) {
@@ -94,7 +104,7 @@ _SCRIPT = r"""
       series.forEach(function (s) {
         if (s[1] === null) { return; }
         // A cost far below the largest revenue still shows as a sliver.
-        var width = Number(s[1]) > 0 ? Math.max(Number(s[1]) * scale, 2) : 0;
+        var width = num(s[1]) > 0 ? Math.max(num(s[1]) * scale, 2) : 0;
         var bar = el("rect", {"class": "bar bar-" + s[0], x: left, y: y + s[2],
                               width: width, height: 12, "data-customer": name,
                               "data-series": s[0], "data-value": s[1]});
@@ -149,7 +159,9 @@ def render_html(report: Report) -> str:
         f' &middot; cost <strong id="total-cost">'
         f"{escape(money(total.known_cost, currency=cur))}</strong>.{unpriced}</p>",
         '<div class="charts">',
-        '<figure class="chart"><figcaption>Cost over time, by day</figcaption>',
+        '<figure class="chart"><figcaption>Cost over time, by day'
+        + ("" if report.every_day else " (days with events only)")
+        + "</figcaption>",
         '<div id="chart-cost-by-day"></div></figure>',
         '<figure class="chart"><figcaption>Customers by cost'
         + (" against revenue" if report.has_revenue else "")
@@ -178,7 +190,10 @@ def render_html(report: Report) -> str:
             cur,
         ),
         _groups(
-            "Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days], cur
+            escape(days_title(report)),
+            ["day"],
+            [(d.isoformat(), t) for d, t in report.days],
+            cur,
         ),
         _tokens(report),
         _quality(report),

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from rich import box
@@ -30,6 +30,24 @@ _NONE = "(unattributed)"
 
 
 _MAX_PLACES = 10
+# From a quadrillion up, a number is a broken event rather than a cost: it shows in
+# scientific notation instead of a row-wide run of digits.
+_HUGE_EXPONENT = 15
+
+
+def _rounded(value: Decimal, places: int) -> Decimal:
+    """Round to `places` decimals, half up, exactly, however large `value` is.
+
+    The default context keeps 28 digits, and rounding 1e308 to 4 decimals needs 313:
+    `quantize` would raise `InvalidOperation` on a value the store holds.
+    """
+    with localcontext() as context:
+        context.prec = max(context.prec, value.adjusted() + places + 2)
+        return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _huge(value: Decimal) -> bool:
+    return value.is_finite() and value.adjusted() >= _HUGE_EXPONENT
 
 
 def money(amount: Decimal | None, places: int = 4, currency: str = "usd") -> str:
@@ -38,30 +56,39 @@ def money(amount: Decimal | None, places: int = 4, currency: str = "usd") -> str
     `places` decimals, or more for a small amount that would lose digits, so that
     at least two significant digits show: $0.000021, never a $0.0000 that reads
     as free. Only an exact zero is shown as zero ($0.00); `None` (no cost known)
-    is "-".
+    is "-". An absurd amount (a quadrillion or more) shows as `$1.000e+308`.
     """
     if amount is None:
         return "-"
+    sign = "-" if amount < 0 else ""
+    if _huge(amount):
+        return _labelled(sign, f"{abs(amount):.3e}", currency)
+
     if not amount:
         places = 2  # "$0.00" reads as exactly nothing rather than as rounded
-    elif amount != amount.quantize(Decimal(1).scaleb(-places)):
+    elif amount != _rounded(amount, places):
         places = max(places, min(_MAX_PLACES, 1 - amount.adjusted()))
     step = Decimal(1).scaleb(-places)
-    rounded = amount.quantize(step, rounding=ROUND_HALF_UP)
-    sign = "-" if amount < 0 else ""
+    rounded = _rounded(amount, places)
     prefix = ""
     if amount and not rounded:
         prefix, rounded = "<", step  # beyond _MAX_PLACES: still not zero
+    return _labelled(sign + prefix, f"{abs(rounded):,f}", currency)
+
+
+def _labelled(sign: str, digits: str, currency: str) -> str:
     if currency.lower() == "usd":
-        return f"{sign}{prefix}${abs(rounded):,f}"
-    return f"{sign}{prefix}{abs(rounded):,f} {currency.upper()}"
+        return f"{sign}${digits}"
+    return f"{sign}{digits} {currency.upper()}"
 
 
 def percent(value: Decimal | None) -> str:
-    """Format a percentage with one decimal."""
+    """Format a percentage with one decimal (an absurd one in scientific notation)."""
     if value is None:
         return "-"
-    return f"{value.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+    if _huge(value):
+        return f"{value:.3e}%"
+    return f"{_rounded(value, 1)}%"
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
@@ -149,11 +176,21 @@ def render_table(report: Report, console: Console) -> None:
     )
     console.print(
         _groups_table(
-            "Cost by day", ["day"], [(d.isoformat(), t) for d, t in report.days], cur
+            days_title(report),
+            ["day"],
+            [(d.isoformat(), t) for d, t in report.days],
+            cur,
         )
     )
     console.print(_tokens_table(report))
     console.print(_quality_table(report))
+
+
+def days_title(report: Report) -> str:
+    """Title the cost by day, saying so when days without events are left out."""
+    if report.every_day:
+        return "Cost by day"
+    return "Cost by day (days with events only)"
 
 
 def event_rows(items: Iterable[PricedEvent]) -> list[dict[str, Any]]:
@@ -485,8 +522,7 @@ def _ratio(value: Decimal | None, places: int) -> str | None:
     """Write a ratio (not money) to `places` decimals; a quotient has 28 digits."""
     if value is None:
         return None
-    step = Decimal(1).scaleb(-places)
-    return _text(value.quantize(step, rounding=ROUND_HALF_UP))
+    return _text(_rounded(value, places))
 
 
 def _text(value: Decimal | None) -> str | None:

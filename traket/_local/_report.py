@@ -22,6 +22,9 @@ from traket._pricing import (
 
 _ZERO = Decimal(0)
 _PER = Decimal(1_000_000)
+# "Cost by day" lists every day of a span up to a quarter long, quiet days at zero,
+# so gaps show; over a longer span (events years apart), only the days with events.
+_FILLED_DAYS = 92
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,12 @@ class Filters:
 
     def store_kwargs(self) -> dict[str, Any]:
         """Return the keyword arguments for `EventStore.events`."""
+        # The last day is included: the store's bound is the next midnight, and
+        # there is none after 9999-12-31.
+        last = self.until if self.until != date.max else None
         return {
             "since": _midnight(self.since) if self.since else None,
-            "until": _midnight(self.until + timedelta(days=1)) if self.until else None,
+            "until": _midnight(last + timedelta(days=1)) if last else None,
             "customer": self.customer,
             "feature": self.feature,
             "environment": self.environment,
@@ -232,6 +238,13 @@ class Report:
         default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0)
     )
 
+    @property
+    def every_day(self) -> bool:
+        """Return whether `days` holds every day of its span, or only busy days."""
+        if not self.days:
+            return True
+        return (self.days[-1][0] - self.days[0][0]).days + 1 == len(self.days)
+
 
 def price_events(
     events: Iterable[Mapping[str, Any]], engine: CostEngine | None = None
@@ -337,7 +350,7 @@ def build_report(
         models=[
             (req, served, tally) for (req, served), tally in _ranked(models.items())
         ],
-        days=_every_day(days),
+        days=_by_day(days),
         tokens=TokenSummary(
             uncached_input=tokens["uncached_input"],
             cached_input=tokens["cached_input"],
@@ -363,6 +376,16 @@ def load_revenue_csv(path: str | Path) -> dict[str, Decimal]:
             rows = list(csv.DictReader(handle))
     except OSError as exc:
         raise ConfigurationError(f"revenue file {str(path)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"revenue file {str(path)!r}: expected UTF-8 text, received bytes that "
+            "are not UTF-8"
+        ) from exc
+    except csv.Error as exc:
+        raise ConfigurationError(
+            f"revenue file {str(path)!r}: expected CSV, received text that is not "
+            f"({exc})"
+        ) from exc
 
     revenue: dict[str, Decimal] = {}
     for line, row in enumerate(rows, start=2):
@@ -420,14 +443,21 @@ def _ranked(items: Iterable[tuple[Any, Tally]]) -> list[Any]:
     return sorted(items, key=lambda kv: (-kv[1].cost, -kv[1].events, str(kv[0])))
 
 
-def _every_day(days: Mapping[date, Tally]) -> list[tuple[date, Tally]]:
+def _by_day(days: Mapping[date, Tally]) -> list[tuple[date, Tally]]:
+    """Return the days in order: every day of a short span, else the busy days only.
+
+    Filling a span of centuries (one event dated in year 205) would make a row for
+    each of some 666,000 empty days.
+    """
     if not days:
         return []
     first, last = min(days), max(days)
-    span = (last - first).days
+    span = (last - first).days + 1
+    if span > _FILLED_DAYS:
+        return sorted(days.items())
     return [
         (day, days.get(day, Tally()))
-        for day in (first + timedelta(days=n) for n in range(span + 1))
+        for day in (first + timedelta(days=n) for n in range(span))
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import json
@@ -15,12 +16,14 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from traket._client import write_key_problem
 from traket._errors import ConfigurationError, InvalidEventError, TraketError
 from traket._local._store import EventStore, InsertResult, encode_event, parse_timestamp
 
@@ -31,8 +34,10 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "IngestError",
     "IngestServer",
+    "SetupError",
     "decode_body",
     "ingest",
+    "open_store",
     "run_server",
     "validate_batch",
     "validate_event",
@@ -48,7 +53,15 @@ MAX_EVENTS = 100
 # A refused body is read and thrown away up to this size, so the client sees the
 # answer instead of a reset connection; anything larger closes the connection.
 _DRAIN_LIMIT = 8 * MAX_BODY_BYTES
-_MAX_COUNT = 2**63 - 1
+
+# Bounds on values no real event carries, so a broken sender cannot store numbers
+# that wreck every report. Counts stop at the largest integer a JSON reader in any
+# language keeps exactly; a single call costing over a billion is a bug.
+_MAX_COUNT = 2**53 - 1
+_MAX_COST = 1e9
+_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_MAX_AHEAD = timedelta(days=7)
+_COUNT = "a non-negative integer up to 2**53-1"
 
 _STRING_FIELDS = (
     "model",
@@ -98,6 +111,20 @@ class IngestError(TraketError):
         return body
 
 
+class SetupError(ConfigurationError):
+    """The ingest cannot start with one of its settings: `option` names which.
+
+    `option` is `db`, `host`, `port` or `write_key`; `problem` says what is wrong
+    with it (the message without the option's name), so a command line can name
+    its own flag instead.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+        self.problem = problem
+
+
 # --- checking a batch -------------------------------------------------------------
 
 
@@ -126,6 +153,11 @@ def _is_count(value: object) -> bool:
         and not isinstance(value, bool)
         and 0 <= value <= _MAX_COUNT
     )
+
+
+def _check_count(value: object, field: str) -> None:
+    if value is not None and not _is_count(value):
+        raise InvalidEventError(field, _COUNT, _kind(value))
 
 
 def _is_number(value: object) -> bool:
@@ -160,14 +192,9 @@ def _check_usage(usage: object) -> None:
     for key, value in usage.items():
         if isinstance(value, dict):
             for name, count in value.items():
-                if count is not None and not _is_count(count):
-                    raise InvalidEventError(
-                        f"usage.{key}.{name}", "a non-negative integer", _kind(count)
-                    )
-        elif value is not None and not _is_count(value):
-            raise InvalidEventError(
-                f"usage.{key}", "a non-negative integer", _kind(value)
-            )
+                _check_count(count, f"usage.{key}.{name}")
+        else:
+            _check_count(value, f"usage.{key}")
 
 
 def _check_cost(cost: object) -> None:
@@ -178,6 +205,10 @@ def _check_cost(cost: object) -> None:
     amount = cost.get("amount")
     if amount is not None and not _is_number(amount):
         raise InvalidEventError("cost.amount", "a number", _kind(amount))
+    if amount is not None and abs(amount) > _MAX_COST:
+        raise InvalidEventError(
+            "cost.amount", "a number from -1e9 to 1e9", "a number out of range"
+        )
     for name in _COST_STRING_FIELDS:
         _check_string(cost.get(name), f"cost.{name}")
     _check_metadata(cost.get("metadata"), "cost.metadata")
@@ -201,12 +232,31 @@ def _check_units(units: object) -> None:
         _check_metadata(unit.get("metadata"), f"{field}.metadata")
 
 
-def validate_event(event: object) -> None:
+def _check_occurred_at(value: object, now: datetime | None) -> None:
+    """Require a parsable time from 2000-01-01 to `_MAX_AHEAD` past `now`."""
+    moment = parse_timestamp(value) if isinstance(value, str) else None
+    if moment is None:
+        received = "a string that is not one" if isinstance(value, str) else None
+        raise InvalidEventError(
+            "occurredAt", "an ISO 8601 date and time", received or _kind(value)
+        )
+
+    expected = "a date and time from 2000-01-01 to 7 days ahead"
+    if moment < _EARLIEST:
+        raise InvalidEventError("occurredAt", expected, "a time before 2000-01-01")
+    if moment > (now or datetime.now(timezone.utc)) + _MAX_AHEAD:
+        raise InvalidEventError("occurredAt", expected, "a time over 7 days ahead")
+
+
+def validate_event(event: object, *, now: datetime | None = None) -> None:
     """Check one wire event; raise `InvalidEventError` naming the first bad field.
 
     Optional fields may be absent or null. Keys the contract does not name are kept as
-    they are, so a newer SDK can send more. Received values are described by their JSON
-    type only: neither the error nor a log line built from it carries event content.
+    they are, so a newer SDK can send more. Values no real call produces are refused
+    too: a cost beyond a billion, counts past 2**53-1, a time before 2000 or over a
+    week past `now` (default: the current time). Received values are described by
+    their JSON type only: neither the error nor a log line built from it carries event
+    content.
     """
     if not isinstance(event, dict):
         raise InvalidEventError("event", "an object", _kind(event))
@@ -216,18 +266,11 @@ def validate_event(event: object) -> None:
         if not isinstance(value, str) or not value:
             raise InvalidEventError(name, "a non-empty string", _kind(value))
 
-    occurred = event.get("occurredAt")
-    if not isinstance(occurred, str) or parse_timestamp(occurred) is None:
-        received = "a string that is not one" if isinstance(occurred, str) else None
-        raise InvalidEventError(
-            "occurredAt", "an ISO 8601 date and time", received or _kind(occurred)
-        )
+    _check_occurred_at(event.get("occurredAt"), now)
 
     for name in _STRING_FIELDS:
         _check_string(event.get(name), name)
-    duration = event.get("durationMs")
-    if duration is not None and not _is_count(duration):
-        raise InvalidEventError("durationMs", "a non-negative integer", _kind(duration))
+    _check_count(event.get("durationMs"), "durationMs")
 
     _check_usage(event.get("usage"))
     _check_cost(event.get("cost"))
@@ -255,9 +298,10 @@ def validate_batch(payload: object) -> list[dict[str, Any]]:
             field="events",
         )
 
+    now = datetime.now(timezone.utc)
     for index, event in enumerate(events):
         try:
-            validate_event(event)
+            validate_event(event, now=now)
         except InvalidEventError as exc:
             raise IngestError(400, str(exc), index=index, field=exc.field) from exc
     return events
@@ -584,11 +628,9 @@ class IngestServer:
         port: int = 0,
         write_key: str,
     ) -> None:
-        if not isinstance(write_key, str) or not write_key:
-            raise ConfigurationError(
-                f"write_key: expected a non-empty string, received {_kind(write_key)}"
-            )
-        self._httpd = _IngestHTTPServer((host, port), store, write_key)
+        _check_write_key(write_key)
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        self._httpd = _bind(host, port, store, write_key)
         self._host = host
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -596,17 +638,38 @@ class IngestServer:
         self._stopped = False
 
     @property
+    def address(self) -> tuple[str, int]:
+        """Return the address and port the socket is bound to: `("0.0.0.0", 80)`."""
+        return str(self._httpd.server_address[0]), self._httpd.server_port
+
+    @property
+    def bound_url(self) -> str:
+        """Return the endpoint at the bound address, as a banner should show it.
+
+        Bound to every interface (`0.0.0.0`, `::`), this is not an address to send
+        to: `url` is.
+        """
+        host, port = self.address
+        return f"http://{_url_host(host)}:{port}{INGEST_PATH}"
+
+    @property
     def url(self) -> str:
-        """Return the endpoint to give the SDK, e.g. `http://127.0.0.1:8787/api/...`."""
-        port = self._httpd.server_port
-        host = self._host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "[::1]"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}{INGEST_PATH}"
+        """Return the endpoint to give the SDK, e.g. `http://127.0.0.1:8787/api/...`.
+
+        Bound to every interface, this is the loopback address of the same family,
+        which reaches the ingest from this machine.
+        """
+        host, port = self.address
+        if ipaddress.ip_address(host.partition("%")[0]).is_unspecified:
+            host = "::1" if ":" in host else "127.0.0.1"
+        elif self._host:
+            host = self._host  # the name the caller chose, such as localhost
+        return f"http://{_url_host(host)}:{port}{INGEST_PATH}"
+
+    @property
+    def loopback(self) -> bool:
+        """Return whether the ingest is reachable from this machine only."""
+        return _is_loopback(self.address[0])
 
     def __repr__(self) -> str:
         return f"IngestServer(url={self.url!r})"
@@ -672,9 +735,64 @@ def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
     except ValueError:
         return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _check_write_key(write_key: object) -> None:
+    """Refuse a key no sender could present in an `Authorization` header."""
+    problem = write_key_problem(write_key)
+    if problem is not None:
+        raise SetupError("write_key", problem)
+
+
+def _bind(host: str, port: int, store: EventStore, key: str) -> _IngestHTTPServer:
+    """Bind the HTTP server, or raise `SetupError` naming the host or the port."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise SetupError(
+            "port", f"expected an integer from 0 to 65535, received {port!r}"
+        )
+    try:
+        return _IngestHTTPServer((host, port), store, key)
+    except socket.gaierror as exc:
+        raise SetupError(
+            "host",
+            f"expected an IP address or a name this machine resolves, received "
+            f"{host!r} ({exc.strerror})",
+        ) from exc
+    except OSError as exc:
+        raise SetupError(*_bind_problem(exc, host, port)) from exc
+
+
+def _bind_problem(exc: OSError, host: str, port: int) -> tuple[str, str]:
+    """Name the setting a failed bind points at, and say what went wrong."""
+    if exc.errno == errno.EADDRINUSE:
+        return "port", f"port {port} on {host} is already in use by another program"
+    if exc.errno == errno.EACCES:
+        return "port", f"no permission to listen on port {port} (below 1024?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "host", f"{host} is not an address of this machine"
+    return "host", f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+
+
+def open_store(db_path: str | Path) -> EventStore:
+    """Open the event store, or raise `SetupError` naming `db` and saying why not.
+
+    A file that is not SQLite, a database from a newer traket, a directory that
+    cannot be created: each is a bad `db` setting, not a crash.
+    """
+    try:
+        return EventStore(db_path)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        raise SetupError(
+            "db", f"cannot use {str(db_path)!r} as the database: {reason or exc}"
+        ) from exc
 
 
 @contextmanager
@@ -700,24 +818,29 @@ def run_server(
     host: str = "127.0.0.1",
     port: int,
     write_key: str,
-    on_ready: Callable[[str], None] | None = None,
+    on_ready: Callable[[IngestServer], None] | None = None,
 ) -> None:
     """Serve the local ingest on the calling thread until Ctrl-C or SIGTERM.
 
-    `on_ready` is called with the endpoint URL once the socket is bound (useful with
-    `port=0`). At the end, requests in flight finish and the database is closed.
+    `on_ready` is called with the server once its socket is bound, so it can show
+    `bound_url` and `url` (useful with `port=0`). Bound to an address other machines
+    can reach, it logs a warning that the traffic is unencrypted. At the end,
+    requests in flight finish and the database is closed. A setting it cannot start
+    with raises `SetupError` naming it; the key is checked before the database is
+    opened.
     """
-    with EventStore(db_path) as store, _sigterm_as_interrupt():
+    _check_write_key(write_key)
+    with open_store(db_path) as store, _sigterm_as_interrupt():
         server = IngestServer(store, host=host, port=port, write_key=write_key)
-        if not _is_loopback(host):
-            logger.warning(
-                "the local ingest listens on %s over plain HTTP: the write key and "
-                "events cross the network unencrypted",
-                host,
-            )
         try:
+            if not server.loopback:
+                logger.warning(
+                    "the local ingest listens on %s over plain HTTP: the write key "
+                    "and events cross the network unencrypted",
+                    server.address[0],
+                )
             if on_ready is not None:
-                on_ready(server.url)
+                on_ready(server)
             server.serve_forever()
         except KeyboardInterrupt:
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import deque
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 from rich.console import Console
@@ -27,6 +28,9 @@ from traket._local._report import (
 from traket._local._store import EventStore
 from traket._pricing import PRICE_FILE_ENV, CostEngine
 
+if TYPE_CHECKING:
+    from traket._local._server import IngestServer
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DB_ENV = "TRAKET_DB"
@@ -35,6 +39,47 @@ WRITE_KEY_ENV = "TRAKET_WRITE_KEY"
 DEFAULT_WRITE_KEY = "local-dev-key"
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
+_SECTIONS = (
+    "customers",
+    "features",
+    "customer_features",
+    "models",
+    "days",
+    "tokens",
+    "data_quality",
+)
+# The flag of each setting `run_server` can refuse (`SetupError.option`).
+_SERVE_FLAGS = {
+    "db": "--db",
+    "host": "--host",
+    "port": "--port",
+    "write_key": "--write-key",
+}
+
+
+class _EchoWarnings(logging.Handler):
+    """Show the library's warnings on stderr: its logger only has a NullHandler."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"traket: warning: {record.getMessage()}", err=True)
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Route `traket` warnings to the terminal for the length of one command."""
+    handler = _EchoWarnings()
+    package_logger = logging.getLogger("traket")
+    package_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
 
 
 def _db_option(fn: F) -> F:
@@ -79,14 +124,27 @@ def _filter_options(fn: F) -> F:
 
 @click.group()
 @click.version_option(package_name="traket-sdk", prog_name="traket")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Meter AI usage locally and see cost and margin per customer and feature."""
+    ctx.with_resource(_warnings_to_stderr())
 
 
 @main.command()
 @_db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
-@click.option("--port", default=8787, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Bind address; 0.0.0.0 or :: listens on every interface.",
+)
+@click.option(
+    "--port",
+    default=8787,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port; 0 picks a free one.",
+)
 @click.option(
     "--write-key",
     default=lambda: os.environ.get(WRITE_KEY_ENV) or DEFAULT_WRITE_KEY,
@@ -95,13 +153,34 @@ def main() -> None:
 )
 def serve(db_path: Path, host: str, port: int, write_key: str) -> None:
     """Run the local ingest until Ctrl-C, storing events in the database."""
-    from traket._local._server import run_server
+    from traket._local._server import SetupError, run_server
 
-    def ready(url: str) -> None:
-        click.echo(f"traket: local ingest listening on {url} (database {db_path})")
-        click.echo(f"traket: point the SDK at it with TRAKET_ENDPOINT={url}")
+    def ready(server: IngestServer) -> None:
+        _banner(server, db_path)
 
-    run_server(db_path, host=host, port=port, write_key=write_key, on_ready=ready)
+    try:
+        run_server(db_path, host=host, port=port, write_key=write_key, on_ready=ready)
+    except SetupError as exc:
+        flag = _SERVE_FLAGS.get(exc.option, exc.option)
+        raise click.BadParameter(exc.problem, param_hint=flag) from exc
+
+
+def _banner(server: IngestServer, db_path: Path) -> None:
+    """Say where the ingest listens and which endpoint the SDK should be given."""
+    click.echo(
+        f"traket: local ingest listening on {server.bound_url} (database {db_path})"
+    )
+    click.echo(f"traket: point the SDK at it with TRAKET_ENDPOINT={server.url}")
+    if server.loopback:
+        return
+    # Bound to every interface, `url` is the loopback address: right here only.
+    elsewhere = ""
+    if server.bound_url != server.url:
+        elsewhere = "use this machine's address in place of the loopback one, and "
+    click.echo(
+        f"traket: from other machines, {elsewhere}pass allow_insecure_http=True "
+        "to the SDK"
+    )
 
 
 @main.command()
@@ -123,20 +202,9 @@ def serve(db_path: Path, host: str, port: int, write_key: str) -> None:
 )
 @click.option(
     "--section",
-    type=click.Choice(
-        [
-            "customers",
-            "features",
-            "customer_features",
-            "models",
-            "days",
-            "tokens",
-            "data_quality",
-        ]
-    ),
-    default="customers",
-    show_default=True,
-    help="The section written by --format csv.",
+    type=click.Choice(_SECTIONS),
+    help="The section written by --format csv (default customers); the other "
+    "formats show every section.",
 )
 def report(
     db_path: Path,
@@ -149,12 +217,17 @@ def report(
     output: Path | None,
     revenue: Sequence[str],
     fmt: str,
-    section: str,
+    section: str | None,
 ) -> None:
     """Show cost, and margin when revenue is given, per customer, feature and model."""
     from traket._local._html import render_html
     from traket._local._render import render_csv, render_json, render_table
 
+    if section is not None and fmt != "csv":
+        raise click.UsageError(
+            f"--section picks the one section --format csv writes; --format {fmt} "
+            "shows every section: drop --section, or add --format csv"
+        )
     filters = _filters(since, until, customer, feature, environment)
     engine = _engine(price_file)
     revenue_map = _revenue(revenue)
@@ -170,7 +243,7 @@ def report(
         _print_table(output, lambda console: render_table(result, console))
         return
     if fmt == "csv":
-        text = render_csv(result, section)
+        text = render_csv(result, section or "customers")
     elif fmt == "json":
         text = render_json(result)
     else:
@@ -213,7 +286,8 @@ def events(
     filters = _filters(since, until, customer, feature, environment)
     engine = _engine(price_file)
     with _store(db_path) as store:
-        picked: deque[PricedEvent] = deque(maxlen=limit)
+        # A limit past what a deque can hold means every event.
+        picked: deque[PricedEvent] = deque(maxlen=min(limit, sys.maxsize))
         for item in price_events(store.events(**filters.store_kwargs()), engine):
             if model and model not in (item.served_model, item.requested_model):
                 continue
@@ -251,6 +325,12 @@ def _engine(price_file: Path | None) -> CostEngine:
         return CostEngine(price_file=price_file)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--prices") from exc
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"price file {str(price_file)!r}: expected UTF-8 text, received bytes "
+            "that are not UTF-8",
+            param_hint="--prices",
+        ) from exc
 
 
 def _revenue(values: Sequence[str]) -> dict[str, Decimal]:
@@ -275,7 +355,13 @@ def _store(db_path: Path) -> Iterator[EventStore]:
             f"no database at {db_path}: run `traket serve` first, or pass --db "
             f"(or set ${DB_ENV})"
         )
-    with EventStore(db_path) as store:
+    from traket._local._server import SetupError, open_store
+
+    try:
+        store = open_store(db_path)
+    except SetupError as exc:
+        raise click.BadParameter(exc.problem, param_hint="--db") from exc
+    with store:
         yield store
 
 
@@ -285,7 +371,7 @@ def _print_table(output: Path | None, draw: Callable[[Console], object]) -> None
         wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
         draw(Console(width=120 if wide else None))
         return
-    with output.open("w", encoding="utf-8") as handle:
+    with _writing(output) as handle:
         draw(Console(file=handle, width=120, color_system=None))
     click.echo(f"traket: wrote {output}", err=True)
 
@@ -294,5 +380,19 @@ def _write(output: Path | None, text: str) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    output.write_text(text, encoding="utf-8")
+    with _writing(output) as handle:
+        handle.write(text)
     click.echo(f"traket: wrote {output}", err=True)
+
+
+@contextmanager
+def _writing(output: Path) -> Iterator[TextIO]:
+    """Open `--output` for writing; a file it cannot write is a bad `--output`."""
+    try:
+        with output.open("w", encoding="utf-8") as handle:
+            yield handle
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {str(output)!r}: {exc.strerror or exc}",
+            param_hint="--output",
+        ) from exc
