@@ -26,12 +26,6 @@ from traket._instrument import _calls, _patches, instrument, uninstrument
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
-
-
 @pytest.fixture
 def chat(server: ReplayServer) -> ReplayServer:
     server.respond_with(recording("chat_basic_gpt41_nano"))

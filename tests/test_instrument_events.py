@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -27,12 +26,6 @@ from traket.testing import capture_events
 MESSAGES = [{"role": "user", "content": "hello"}]
 CHAT = "chat_basic_gpt41_nano"
 USAGE_STREAM = "chat_stream_include_usage_gpt4"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def _client(server: ReplayServer, host: str = "127.0.0.1") -> openai.OpenAI:

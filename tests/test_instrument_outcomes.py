@@ -9,7 +9,7 @@ labels the caller adds, and a usage report missing a count never reads as zero.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -31,19 +31,6 @@ USAGE = {
     "total_tokens": 21,
 }
 USAGE_CHAT = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
-
-
-@pytest.fixture
-def capture() -> Capture:
-    capture = Capture()
-    instrument(margins=capture)
-    return capture
 
 
 def _response(status: str, **fields: Any) -> dict[str, Any]:

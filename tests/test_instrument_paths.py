@@ -6,7 +6,7 @@ A path missing from the installed `openai` (e.g. `responses` before 1.66, the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -14,22 +14,8 @@ import pytest
 from recordings import Capture, assert_matches_expected, recording
 
 from examples.replay import ReplayServer
-from traket._instrument import instrument
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
-
-
-@pytest.fixture
-def capture() -> Capture:
-    capture = Capture()
-    instrument(margins=capture)
-    return capture
 
 
 def _get(obj: Any, path: str) -> Any:

@@ -21,19 +21,6 @@ USAGE_STREAM = "chat_stream_include_usage_gpt4"
 RESPONSES_STREAM = "responses_stream_basic_gpt41"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
-
-
-@pytest.fixture
-def capture() -> Capture:
-    capture = Capture()
-    instrument(margins=capture)
-    return capture
-
-
 def _client(server: ReplayServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -24,12 +23,6 @@ from examples.replay import ReplayServer
 from traket._instrument import instrument
 
 CANARY = f"canary-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
 
 
 def _with_canary_output(body: str) -> str:

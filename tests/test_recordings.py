@@ -5,7 +5,6 @@ Each call must yield exactly one event, equal to the recording's `expected` bloc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,22 +13,8 @@ import pytest
 from recordings import Capture, assert_matches_expected, recording, recording_names
 
 from examples.replay import Recording, ReplayServer
-from traket._instrument import instrument
 
 pytestmark = pytest.mark.fixtures
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ReplayServer]:
-    with ReplayServer() as replay:
-        yield replay
-
-
-@pytest.fixture
-def capture() -> Capture:
-    capture = Capture()
-    instrument(margins=capture)
-    return capture
 
 
 def _is_azure(rec: Recording) -> bool:
