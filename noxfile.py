@@ -53,7 +53,16 @@ MATRIX_TESTS = (
 )
 MATRIX_MARKERS = "not browser and not slow"
 
-nox.options.sessions = ["tests", "wrapt1"]
+# The tests whose behaviour depends on the interpreter itself: exit hooks (no thread
+# may start at shutdown from 3.12 on), fork, context variables, the event builder.
+RUNTIME_TESTS = (
+    "tests/test_sender_exit.py",
+    "tests/test_sender_fork.py",
+    "tests/test_scope.py",
+    "tests/test_event.py",
+)
+
+nox.options.sessions = ["tests", "wrapt1", "runtime"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = False
 nox.options.download_python = "never"
@@ -107,7 +116,7 @@ def _default_pytest_args() -> list[str]:
     return ["-m", MATRIX_MARKERS, "-p", "no:cacheprovider", *paths]
 
 
-def _pytest(session: nox.Session) -> None:
+def _pytest(session: nox.Session, default_args: list[str] | None = None) -> None:
     session.run(
         "python",
         "-c",
@@ -116,7 +125,7 @@ def _pytest(session: nox.Session) -> None:
         "wrapt {wrapt.__version__}')",
     )
     # pytest's exit code 5 (no test collected) fails the session like any other.
-    args = session.posargs or _default_pytest_args()
+    args = session.posargs or default_args or _default_pytest_args()
     session.run("python", "-m", "pytest", *args)
 
 
@@ -136,3 +145,10 @@ def wrapt1(session: nox.Session) -> None:
     """Run the tests with the newest wrapt 1.x and the newest openai."""
     _install(session, "wrapt>=1.14,<2", OPENAI_LINES["3.x"])
     _pytest(session)
+
+
+@nox.session(python=["3.10", "3.13", "3.14"])
+def runtime(session: nox.Session) -> None:
+    """Run the interpreter-dependent tests (exit, fork, contextvars) on each Python."""
+    _install(session, OPENAI_LINES["3.x"])
+    _pytest(session, ["-m", MATRIX_MARKERS, "-p", "no:cacheprovider", *RUNTIME_TESTS])
