@@ -175,23 +175,19 @@ class Attribution:
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         """Decorate `function` so that every call runs inside this block."""
         fields = self._fields
+        stepper: Callable[[Any, Mapping[str, Any]], Any] | None = None
         if inspect.isgeneratorfunction(function):
+            stepper = _in_frame
+        elif inspect.isasyncgenfunction(function):
+            stepper = _in_frame_async
+        if stepper is not None:
+            steps = stepper
 
             @functools.wraps(function)
             def run_generator(*args: Any, **kwargs: Any) -> Any:
-                frame = _nested_frame(fields)
-                return _in_frame(function(*args, **kwargs), frame)
+                return steps(function(*args, **kwargs), _nested_frame(fields))
 
             return run_generator
-
-        if inspect.isasyncgenfunction(function):
-
-            @functools.wraps(function)
-            def run_async_generator(*args: Any, **kwargs: Any) -> Any:
-                frame = _nested_frame(fields)
-                return _in_frame_async(function(*args, **kwargs), frame)
-
-            return run_async_generator
 
         if inspect.iscoroutinefunction(function):
 
